@@ -1,0 +1,40 @@
+# wai: `make serve` installs, prepares the default model and serves; `make test` installs and tests.
+VENV    ?= .venv
+CONFIG  ?= configs/default.yaml
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+PYTEST_ARGS ?=
+
+WAI := $(VENV)/bin/wai
+INSTALLED     := $(VENV)/.wai-installed
+INSTALLED_DEV := $(VENV)/.wai-installed-dev
+
+.PHONY: serve test install install-dev prepare lint clean
+
+# Re-install only when the dependencies or the install script change.
+$(INSTALLED): pyproject.toml scripts/install.sh
+	VENV=$(VENV) scripts/install.sh prepare
+	touch $@
+
+$(INSTALLED_DEV): pyproject.toml scripts/install.sh
+	VENV=$(VENV) scripts/install.sh prepare,dev
+	touch $@ $(INSTALLED)
+
+install: $(INSTALLED)
+install-dev: $(INSTALLED_DEV)
+
+prepare: $(INSTALLED)
+	$(WAI) prepare --config $(CONFIG)
+
+serve: prepare
+	$(WAI) serve --config $(CONFIG) --host $(HOST) --port $(PORT)
+
+test: $(INSTALLED_DEV)
+	$(WAI) prepare --config $(CONFIG)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(INSTALLED_DEV)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -1,0 +1,55 @@
+"""One place that turns every failure into an answer in the caller's protocol.
+
+`WaiError` carries the status, code and message (server/errors.py); this module only renders it:
+Workers AI's envelope for `/client/v4/...`, OpenAI's `{"error": {...}}` for the `/v1` APIs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server import errors
+from server.protocol import workers_ai
+
+log = logging.getLogger("wai.errors")
+
+
+def is_openai_path(path: str) -> bool:
+    return path.startswith("/v1/") or "/ai/v1/" in path
+
+
+def render(request: Request, error: errors.WaiError) -> JSONResponse:
+    if is_openai_path(request.url.path):
+        body = {"error": {"message": error.message, "type": error.openai_type, "param": error.param,
+                          "code": str(error.code)}}
+    else:
+        body = workers_ai.failure(error)
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(errors.WaiError)
+    async def _wai_error(request: Request, error: errors.WaiError) -> JSONResponse:
+        return render(request, error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code in (404, 405):
+            return render(request, errors.no_route())
+        return render(request, errors.WaiError(exc.status_code, exc.status_code, str(exc.detail)))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = "/" + "/".join(str(part) for part in first.get("loc", ())[1:])
+        return render(request, errors.bad_input(f"{first.get('msg', 'invalid request')} at '{where}'"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return render(request, errors.internal_error())

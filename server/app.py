@@ -1,0 +1,68 @@
+"""create_app(settings): the FastAPI application; its lifespan starts and stops the engines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from server.api import errors as api_errors
+from server.api import ops, workers_ai
+from server.config import ModelConfig, Settings
+from server.engine.models import resolve_checkpoint
+from server.engine.vllm_engine import TextEngine
+from server.serving.registry import ModelRegistry
+from server.serving.text import TextService
+
+log = logging.getLogger("wai")
+
+
+def build_registry(settings: Settings) -> ModelRegistry:
+    """Resolve every model's weights now, so that a missing checkpoint fails at start, not per request."""
+    services = []
+    for model in settings.models:
+        checkpoint = resolve_checkpoint(model, settings.cache_dir)
+        engine = TextEngine(model, checkpoint, chat_template=read_chat_template(model, settings.config_dir))
+        services.append(TextService(model, engine))
+        for name in model.stands_in_for:
+            log.warning("%s stands in for %s: replies under that name carry x-wai-stand-in: %s",
+                        model.name, name, model.name)
+    return ModelRegistry(services)
+
+
+def read_chat_template(model: ModelConfig, config_dir: Path) -> str | None:
+    if model.chat_template is None:
+        return None
+    return (config_dir / model.chat_template).read_text()
+
+
+async def start_engines(registry: ModelRegistry) -> None:
+    # One after another: engines loading at once would compete for the same cores and memory.
+    for service in registry.services:
+        with contextlib.suppress(Exception):  # a failed engine is logged and reported by /readyz
+            await service.engine.start()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    registry = build_registry(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Serve /healthz and /readyz (503) while the engines load in the background.
+        startup = asyncio.create_task(start_engines(registry))
+        yield
+        startup.cancel()
+        for service in registry.services:
+            await service.engine.stop()
+
+    app = FastAPI(title="wai", description="Workers AI and OpenAI APIs on vLLM", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.registry = registry
+    api_errors.install(app)
+    app.include_router(ops.router)
+    app.include_router(workers_ai.router)
+    return app

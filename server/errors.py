@@ -1,0 +1,96 @@
+"""The error table: every error wai answers, with its HTTP status, Workers AI code and message.
+
+This module is the one source of truth for error codes and texts (CONTRACT.md, "Errors").
+Routes raise `WaiError`; `api/errors.py` renders it in the caller's protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class WaiError(Exception):
+    status: int
+    code: int
+    message: str
+    # OpenAI rendering: error type and the offending parameter, when known.
+    openai_type: str = "invalid_request_error"
+    param: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.message}"
+
+
+AI_PREFIX = "AiError: "
+
+
+def bad_input(validator_message: str, param: str | None = None) -> WaiError:
+    return WaiError(400, 5006, f"{AI_PREFIX}Bad input: Error: {validator_message}", param=param)
+
+
+def unknown_model(model: str) -> WaiError:
+    return WaiError(400, 5007, f"No such model {model} or task", param="model", openai_type="not_found_error")
+
+
+def no_route() -> WaiError:
+    return WaiError(400, 7000, "No route for that URI", openai_type="not_found_error")
+
+
+def authentication_error() -> WaiError:
+    return WaiError(
+        401, 10000, "Authentication error", openai_type="authentication_error",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def context_window_exceeded(requested_tokens: int, context_window: int) -> WaiError:
+    return WaiError(
+        413, 5021,
+        f"{AI_PREFIX}The estimated number of input and maximum output tokens ({requested_tokens}) "
+        f"exceeded this model context window limit ({context_window})",
+        param="max_tokens",
+    )
+
+
+def request_too_large() -> WaiError:
+    return WaiError(413, 3006, "Request is too large")
+
+
+def request_timeout() -> WaiError:
+    return WaiError(408, 3007, "Request timeout", openai_type="timeout_error")
+
+
+def request_aborted() -> WaiError:
+    return WaiError(408, 3008, "Request was aborted")
+
+
+def capacity_exceeded(status: int = 429, retry_after_s: int = 1) -> WaiError:
+    # 429 when busy; 503 while the engine is starting or has died. Clients retry on both.
+    return WaiError(
+        status, 3040, "Capacity temporarily exceeded, please try again.",
+        openai_type="server_error" if status >= 500 else "rate_limit_error",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+def lora_not_supported(model: str) -> WaiError:
+    return WaiError(405, 5005, f"The model {model} does not support LoRa inference", param="lora")
+
+
+def finetune_missing_files() -> WaiError:
+    return WaiError(
+        400, 3039,
+        "Finetune is missing required files (adapter_model.safetensors and adapter_config.json)",
+    )
+
+
+# The hosted service has no fixed code for this one; 3030 is ours.
+def json_mode_failed() -> WaiError:
+    return WaiError(400, 3030, f"{AI_PREFIX}JSON Mode couldn't be met", param="response_format")
+
+
+def internal_error() -> WaiError:
+    # Only for engine failures: a bug or a dead engine, never a client's input.
+    return WaiError(500, 3043, "Internal server error", openai_type="server_error")

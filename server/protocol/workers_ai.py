@@ -1,0 +1,177 @@
+"""The Workers AI wire format for text generation: input schema, parsing, envelopes.
+
+The input schema below is what the validator enforces and what the catalog publishes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+from server import errors
+from server.protocol.sampling import SAMPLING_FIELDS
+from server.protocol.validation import validate
+from server.serving.requests import OutputFormat, SamplingOptions, TextRequest
+
+_STRING = {"type": "string"}
+_BOOLEAN = {"type": "boolean"}
+
+_RESPONSE_FORMAT = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "enum": ["json_object", "json_schema"]},
+        "json_schema": {"type": "object"},
+    },
+}
+
+_COMMON = {
+    "lora": {"type": "string", "description": "Name or id of the LoRA fine-tune to apply."},
+    "response_format": _RESPONSE_FORMAT,
+    "raw": {"type": "boolean", "default": False, "description": "If true, no chat template is applied."},
+    "stream": {"type": "boolean", "default": False, "description": "Stream the answer as server-sent events."},
+    **SAMPLING_FIELDS,
+}
+
+_TOOL_PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "type": _STRING,
+        "properties": {"type": "object"},
+        "required": {"type": "array", "items": _STRING},
+    },
+    "required": ["type", "properties"],
+}
+_TOOL_FUNCTION = {
+    "type": "object",
+    "properties": {"name": _STRING, "description": _STRING, "parameters": _TOOL_PARAMETERS},
+    "required": ["name", "description", "parameters"],
+}
+_TOOL = {
+    "oneOf": [
+        _TOOL_FUNCTION,
+        {
+            "type": "object",
+            "properties": {"type": {"type": "string", "enum": ["function"]}, "function": _TOOL_FUNCTION},
+            "required": ["type", "function"],
+        },
+    ]
+}
+
+PROMPT_FORM = {
+    "title": "Prompt",
+    "type": "object",
+    "properties": {"prompt": {"type": "string", "minLength": 1}, **_COMMON},
+    "required": ["prompt"],
+}
+
+MESSAGES_FORM = {
+    "title": "Messages",
+    "type": "object",
+    "properties": {
+        "messages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"role": _STRING, "content": _STRING},
+                "required": ["role", "content"],
+            },
+        },
+        "functions": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"name": _STRING, "code": _STRING}, "required": ["name", "code"]},
+        },
+        "tools": {"type": "array", "items": _TOOL},
+        **_COMMON,
+    },
+    "required": ["messages"],
+}
+
+TEXT_GENERATION_INPUT = {"type": "object", "oneOf": [PROMPT_FORM, MESSAGES_FORM]}
+
+_USAGE = {
+    "type": "object",
+    "properties": {
+        "prompt_tokens": {"type": "number"},
+        "completion_tokens": {"type": "number"},
+        "total_tokens": {"type": "number"},
+    },
+}
+
+TEXT_GENERATION_OUTPUT = {
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {
+                "response": {"type": ["string", "object"], "description": "The generated text (an object in JSON mode)."},
+                "tool_calls": {
+                    "type": "array",
+                    "items": {"type": "object", "properties": {"name": _STRING, "arguments": {"type": "object"}}},
+                },
+                "usage": _USAGE,
+            },
+        },
+        {"type": "string", "format": "binary", "description": "The event stream, when stream is true."},
+    ]
+}
+
+
+def published_schema() -> dict[str, Any]:
+    """The input and output schemas as `/ai/models/schema` returns them (a copy: callers may mutate)."""
+    return copy.deepcopy({"input": TEXT_GENERATION_INPUT, "output": TEXT_GENERATION_OUTPUT})
+
+
+def parse_run_input(body: Any) -> TextRequest:
+    """Validate a run body against the schema; raise 5006 with the validator's words."""
+    problems = validate(body, TEXT_GENERATION_INPUT)
+    if problems:
+        raise errors.bad_input(", ".join(problems))
+    sampling = SamplingOptions(**{name: body[name] for name in SAMPLING_FIELDS if name in body})
+    sampling = _integers_as_int(sampling)
+    return TextRequest(
+        prompt=body.get("prompt"),
+        messages=body.get("messages"),
+        raw=body.get("raw", False),
+        tools=body.get("tools"),
+        sampling=sampling,
+        output=_output_format(body.get("response_format")),
+        lora=body.get("lora"),
+        stream=body.get("stream", False),
+    )
+
+
+def _integers_as_int(sampling: SamplingOptions) -> SamplingOptions:
+    """JSON allows 5.0 for an integer; the engine wants 5."""
+    fields = {name: int(getattr(sampling, name)) for name in ("max_tokens", "top_k", "seed")
+              if getattr(sampling, name) is not None}
+    return SamplingOptions(**{**sampling.__dict__, **fields})
+
+
+def _output_format(response_format: dict[str, Any] | None) -> OutputFormat:
+    if not response_format or "type" not in response_format:
+        return OutputFormat()
+    return OutputFormat(type=response_format["type"], schema=response_format.get("json_schema"))
+
+
+def json_response(text: str) -> Any:
+    """In JSON mode `response` is the parsed object, not a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise errors.json_mode_failed() from exc
+
+
+def success(result: dict[str, Any]) -> dict[str, Any]:
+    return {"result": result, "success": True, "errors": [], "messages": []}
+
+
+def failure(error: errors.WaiError) -> dict[str, Any]:
+    return {"result": {}, "success": False, "errors": [{"code": error.code, "message": error.message}], "messages": []}
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }

@@ -1,0 +1,36 @@
+"""Prompt rendering: the chat template (or none, with `raw`), then token ids for the engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jinja2
+
+from server import errors
+from server.serving.requests import TextRequest
+
+
+def render_prompt(tokenizer: Any, request: TextRequest) -> list[int]:
+    """Token ids of the prompt exactly as the model will see it."""
+    if request.raw:
+        # The prompt goes to the model as is; the tokenizer adds only what it always adds (BOS).
+        text = request.prompt if request.prompt is not None else "\n".join(m["content"] for m in request.messages)
+        return tokenizer.encode(text)
+    messages = request.messages if request.messages is not None else [{"role": "user", "content": request.prompt}]
+    kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": False}
+    if request.tools:
+        kwargs["tools"] = [as_openai_tool(tool) for tool in request.tools]
+    try:
+        text = tokenizer.apply_chat_template(messages, **kwargs)
+    except jinja2.TemplateError as exc:
+        # Some templates reject conversations (e.g. roles that do not alternate): the client's input.
+        raise errors.bad_input(f"the chat template rejected the messages: {exc}", param="messages") from exc
+    # The template already wrote the special tokens (BOS, headers); do not add them twice.
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def as_openai_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """Workers AI accepts legacy `{name, description, parameters}` tools; templates expect OpenAI's shape."""
+    if tool.get("type") == "function" and "function" in tool:
+        return tool
+    return {"type": "function", "function": tool}

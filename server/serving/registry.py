@@ -1,0 +1,35 @@
+"""Which service answers a public model name, and whether that name is a stand-in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server import errors
+from server.serving.text import TextService
+
+
+@dataclass(frozen=True)
+class Route:
+    service: TextService
+    requested_name: str
+
+    @property
+    def stand_in(self) -> str | None:
+        """The real model's name when the requested name belongs to another model."""
+        model = self.service.model
+        return model.name if self.requested_name in model.stands_in_for else None
+
+
+class ModelRegistry:
+    def __init__(self, services: list[TextService]):
+        self.services = services
+        self._by_name = {name: service for service in services for name in service.model.served_names}
+
+    def route(self, name: str) -> Route:
+        service = self._by_name.get(name)
+        if service is None:
+            raise errors.unknown_model(name)
+        return Route(service, name)
+
+    def all_ready(self) -> bool:
+        return bool(self.services) and all(service.engine.is_ready() for service in self.services)

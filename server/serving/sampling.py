@@ -1,0 +1,43 @@
+"""The one mapping from a client's sampling options to the engine's, for every protocol.
+
+Where the wire ranges and vLLM's disagree, the decision is made here:
+- temperature 0 means greedy decoding (vLLM's own meaning).
+- temperature above 2 (the wire allows up to 5) is sampled at 2, vLLM's ceiling: at 2 the
+  distribution is already close to flat, and refusing a legal value would break clients.
+- repetition_penalty 0 is legal on the wire but undefined for vLLM's multiplicative penalty
+  (it must be > 0); wai reads 0 as "no penalty", the same as leaving it out (1.0).
+- top_k not given means no top-k cut (vLLM 0); top_p not given means 1.0.
+"""
+
+from __future__ import annotations
+
+from server.engine.types import GenerationParams
+from server.serving.requests import OutputFormat, SamplingOptions
+
+DEFAULT_TEMPERATURE = 0.6  # Workers AI's default for llama-3-8b-instruct
+ENGINE_MAX_TEMPERATURE = 2.0
+
+
+def generation_params(options: SamplingOptions, output: OutputFormat, default_max_tokens: int) -> GenerationParams:
+    repetition_penalty = options.repetition_penalty
+    if not repetition_penalty:  # None or 0: no penalty
+        repetition_penalty = 1.0
+    return GenerationParams(
+        max_tokens=options.max_tokens if options.max_tokens is not None else default_max_tokens,
+        temperature=min(
+            options.temperature if options.temperature is not None else DEFAULT_TEMPERATURE,
+            ENGINE_MAX_TEMPERATURE,
+        ),
+        top_p=options.top_p if options.top_p is not None else 1.0,
+        top_k=options.top_k if options.top_k is not None else 0,
+        seed=options.seed,
+        repetition_penalty=repetition_penalty,
+        frequency_penalty=options.frequency_penalty or 0.0,
+        presence_penalty=options.presence_penalty or 0.0,
+        stop=options.stop,
+        n=options.n,
+        logprobs=options.logprobs,
+        json_schema=output.schema if output.type == "json_schema" else None,
+        # json_schema without a schema asks only for some JSON object
+        json_object=output.type == "json_object" or (output.type == "json_schema" and output.schema is None),
+    )

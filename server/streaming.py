@@ -1,0 +1,54 @@
+"""Server-sent event encoders: the Workers AI event sequence (OpenAI chunks live beside it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import string
+from collections.abc import AsyncIterator
+from typing import Any
+
+from server import errors
+from server.config import StreamingConfig
+from server.engine.types import TextDelta
+from server.protocol import workers_ai
+
+log = logging.getLogger("wai.streaming")
+
+_PADDING_ALPHABET = string.ascii_letters + string.digits
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+def padding(config: StreamingConfig) -> str:
+    """Random-length filler so that event sizes do not reveal token lengths."""
+    length = secrets.randbelow(config.padding_max_chars) + 1
+    return "".join(secrets.choice(_PADDING_ALPHABET) for _ in range(length))
+
+
+async def workers_ai_events(deltas: AsyncIterator[TextDelta], config: StreamingConfig) -> AsyncIterator[bytes]:
+    """Token events, then the empty event, the usage event and `[DONE]`, as the hosted service.
+
+    `[DONE]` is sent even after an error, since clients treat a stream without it as truncated.
+    """
+    prompt_tokens = completion_tokens = 0
+    try:
+        async for delta in deltas:
+            prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
+            if delta.text:
+                event: dict[str, Any] = {"response": delta.text}
+                if config.padding:
+                    event["p"] = padding(config)
+                yield sse(event)
+        yield sse({"response": ""})
+        yield sse({"response": "", "usage": workers_ai.usage(prompt_tokens, completion_tokens)})
+    except errors.WaiError as error:
+        yield sse({"response": "", **workers_ai.failure(error)})
+    except Exception:
+        log.exception("stream failed")
+        yield sse({"response": "", **workers_ai.failure(errors.internal_error())})
+    yield DONE
