@@ -27,9 +27,20 @@ async def read_json_body(request: Request) -> Any:
         if len(body) > limit:
             raise errors.request_too_large()
     try:
-        return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise errors.bad_input(f"the body is not valid JSON: {exc}") from exc
+    if b"\\ud" in body.lower():
+        _reject_lone_surrogates(value)
+    return value
+
+
+def _reject_lone_surrogates(value: Any) -> None:
+    """JSON escapes can spell half of a UTF-16 pair, which no tokenizer can encode."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise errors.bad_input("a string in the body is not valid Unicode (a lone surrogate escape)") from exc
 
 
 def _finite_float(text: str) -> float:

@@ -103,7 +103,10 @@ TEXT_GENERATION_OUTPUT = {
         {
             "type": "object",
             "properties": {
-                "response": {"type": ["string", "object"], "description": "The generated text (an object in JSON mode)."},
+                "response": {
+                    "type": ["string", "object"],
+                    "description": "The generated text (an object in JSON mode).",
+                },
                 "tool_calls": {
                     "type": "array",
                     "items": {"type": "object", "properties": {"name": _STRING, "arguments": {"type": "object"}}},

@@ -22,8 +22,8 @@ def render_prompt(tokenizer: Any, request: TextRequest) -> list[int]:
         kwargs["tools"] = [as_openai_tool(tool) for tool in request.tools]
     try:
         text = tokenizer.apply_chat_template(messages, **kwargs)
-    except jinja2.TemplateError as exc:
-        # Some templates reject conversations (e.g. roles that do not alternate): the client's input.
+    except (jinja2.TemplateError, ValueError) as exc:
+        # Templates reject some conversations (empty, roles that do not alternate): the client's input.
         raise errors.bad_input(f"the chat template rejected the messages: {exc}", param="messages") from exc
     # The template already wrote the special tokens (BOS, headers); do not add them twice.
     return tokenizer.encode(text, add_special_tokens=False)

@@ -1,6 +1,9 @@
 import pytest
+from transformers import AutoTokenizer
 
-from tests.integration.server import RunningServer, start_server
+from server.config import load_settings
+from server.engine.models import resolve_checkpoint
+from tests.integration.server import DEFAULT_CONFIG, RunningServer, start_server
 
 API_KEYS = ["test-key-one", "test-key-two"]
 BODY_LIMIT = 1_000_000
@@ -18,3 +21,15 @@ def server() -> RunningServer:
 def client(server: RunningServer):
     with server.client() as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The default model's own tokenizer, to count tokens independently of the server."""
+    settings = load_settings(DEFAULT_CONFIG)
+    return AutoTokenizer.from_pretrained(resolve_checkpoint(settings.models[0], settings.cache_dir))
+
+
+def chat_prompt_tokens(tokenizer, messages) -> int:
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return len(tokenizer.encode(text, add_special_tokens=False))

@@ -7,20 +7,12 @@ import uuid
 
 import jsonschema
 import pytest
-from transformers import AutoTokenizer
 
-from server.config import load_settings
-from server.engine.models import resolve_checkpoint
-from tests.integration.server import DEFAULT_CONFIG, REAL_MODEL, STAND_IN
+from tests.integration.conftest import chat_prompt_tokens
+from tests.integration.server import REAL_MODEL, STAND_IN
 from tests.integration.sse import events, json_events
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    settings = load_settings(DEFAULT_CONFIG)
-    return AutoTokenizer.from_pretrained(resolve_checkpoint(settings.models[0], settings.cache_dir))
 
 
 def run(client, server, body, model=STAND_IN, **kwargs):
@@ -60,10 +52,8 @@ def test_startup_log_names_the_stand_in(server):
 
 def test_usage_counts_the_templated_prompt_and_every_generated_token(client, server, tokenizer):
     answer = result(run(client, server, {"messages": QUESTION, "max_tokens": 12, "temperature": 5, "seed": 3}))
-    templated = tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=False)
-    prompt_tokens = len(tokenizer.encode(templated, add_special_tokens=False))
     usage = answer["usage"]
-    assert usage["prompt_tokens"] == prompt_tokens
+    assert usage["prompt_tokens"] == chat_prompt_tokens(tokenizer, QUESTION)
     assert 1 <= usage["completion_tokens"] <= 12
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 

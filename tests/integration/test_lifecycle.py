@@ -1,0 +1,65 @@
+"""Start-up, readiness, engine death, and the rule that an open server stays on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.integration.server import DEFAULT_CONFIG, ROOT, start_server
+
+
+@pytest.fixture(scope="module")
+def open_server():
+    """A second server, without API keys: it may only listen on loopback."""
+    running = start_server("open-server")
+    yield running
+    running.stop()
+
+
+def test_readyz_is_503_while_the_engine_starts_then_200(open_server):
+    assert open_server.readiness[0] == 503 and open_server.readiness[-1] == 200
+
+
+def test_healthz_answers(open_server):
+    assert httpx.get(f"{open_server.base_url}/healthz").json() == {"status": "ok"}
+
+
+def test_without_keys_it_serves_loopback_and_warns(open_server):
+    response = httpx.post(open_server.run_url(), json={"prompt": "Hi", "max_tokens": 2}, timeout=60)
+    assert response.status_code == 200
+    assert "no API keys configured: serving without authentication on loopback" in open_server.log()
+
+
+def test_it_refuses_other_addresses_without_keys():
+    env = {k: v for k, v in os.environ.items() if k != "WAI_API_KEYS"}
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve", "--config", str(DEFAULT_CONFIG), "--host", "0.0.0.0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "refusing to serve on 0.0.0.0 without API keys" in result.stderr
+
+
+def test_readyz_is_503_after_the_engine_dies(open_server):
+    # Must run last in this module: it kills the engine of `open_server`.
+    cores = [p for p in psutil.Process(open_server.process.pid).children(recursive=True)
+             if "EngineCore" in " ".join(p.cmdline()) + p.name()]
+    assert cores, "no EngineCore process found"
+    for core in cores:
+        core.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{open_server.base_url}/readyz").status_code != 503:
+        assert time.monotonic() < deadline, "readyz still 200 after the engine died"
+        time.sleep(0.5)
+    assert httpx.get(f"{open_server.base_url}/healthz").status_code == 200
+    response = httpx.post(open_server.run_url(), json={"prompt": "Hi"}, timeout=30)
+    assert response.status_code == 503
+    assert response.json()["errors"][0]["code"] == 3040
+    assert "retry-after" in response.headers
