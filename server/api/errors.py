@@ -24,6 +24,9 @@ def is_openai_path(path: str) -> bool:
 
 
 def render(request: Request, error: errors.WaiError) -> JSONResponse:
+    record = getattr(request.state, "record", None)  # api/recording.py; none on /metrics and probes
+    if record is not None:
+        record.fail(error)
     if is_openai_path(request.url.path):
         body = {"error": {"message": error.message, "type": error.openai_type, "param": error.param,
                           "code": str(error.code)}}
