@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from server import errors
 from server.protocol import workers_ai
@@ -45,6 +46,11 @@ def install(app: FastAPI) -> None:
         if exc.status_code in (404, 405):
             return render(request, errors.no_route())
         return render(request, errors.WaiError(exc.status_code, exc.status_code, str(exc.detail)))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_left(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client hung up while sending its body: aborted, not a server failure.
+        return render(request, errors.request_aborted())
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

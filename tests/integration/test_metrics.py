@@ -1,14 +1,18 @@
 """The numbers on /metrics and in the request log are true: they equal what the clients received.
 
-One known set of requests (sync, stream, a stream the client leaves, errors before and after the
-model is resolved) against the session server, then the counters, histograms, gauges and log lines
-are compared with the `usage` the clients got. (Requests with an adapter join this set once the
-server resolves adapters; until then every request counts under lora="none".)
+One known set of requests (sync, stream, a stream the client leaves, a sync request the client
+leaves after or while sending its body, errors before and after the model is resolved) against
+the session server, then the counters, histograms, gauges and log lines are compared with the
+`usage` the clients got.
+(Requests with an adapter join this set once the server resolves adapters; until then every
+request counts under lora="none".)
 """
 
 from __future__ import annotations
 
 import json
+import socket
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -49,9 +53,11 @@ def known_requests(server):
         seen["unknown_model"] = client.post(server.run_url("@cf/nobody/no-such-model"), json={"prompt": "Hi"})
     seen["no_key"] = httpx.post(server.run_url(), json={"prompt": "Hi"}, timeout=30)
     seen["left"] = leave_a_stream(server)
-    # The server finishes the record of the stream it lost once it notices; wait for that.
-    wait_for(lambda: (scrape(server) - before).value("wai_requests_total") == 6 and in_flight(server) == 0,
-             "all six requests to be counted")
+    leave_before_the_answer(server)
+    leave_before_the_answer(server, body_bytes_sent=10)
+    # The server finishes the record of a request it lost once it notices; wait for that.
+    wait_for(lambda: (scrape(server) - before).value("wai_requests_total") == 8 and in_flight(server) == 0,
+             "all eight requests to be counted")
     return before, scrape(server), seen
 
 
@@ -68,6 +74,20 @@ def leave_a_stream(server, tokens_to_read: int = 3) -> dict:
                 if received == tokens_to_read:
                     break
     return {"id": request_id, "received": received, "max_tokens": body["max_tokens"]}
+
+
+def leave_before_the_answer(server, body_bytes_sent: int | None = None) -> None:
+    """Send a sync request (or only the first bytes of its body) and hang up without reading."""
+    url = urlparse(server.run_url())
+    body = json.dumps({"messages": MESSAGES, "max_tokens": 400}).encode()
+    head = (f"POST {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {server.api_key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection((url.hostname, url.port)) as connection:
+        connection.sendall(head + body[:body_bytes_sent])
+
+
+def new_log_lines(server, seen) -> list[dict]:
+    return request_log(server)[seen["log_lines_before"]:]
 
 
 def log_line(server, request_id: str) -> dict:
@@ -88,10 +108,14 @@ def test_the_left_stream_is_logged_as_aborted_with_the_tokens_it_made(server, kn
 def test_token_counters_equal_the_usage_clients_received(server, known_requests):
     before, after, seen = known_requests
     delta = after - before
-    left = log_line(server, seen["left"]["id"])
+    # What the clients that stayed received, plus what the engine made for the two that left
+    # (known from their log lines; the prompt of the left stream is checked above).
+    left = [log_line(server, seen["left"]["id"])]
+    left += [line for line in new_log_lines(server, seen) if line["status"] == 408]
+    assert len(left) == 3
     usages = [seen["sync"]["usage"], seen["stream"]["usage"]]
-    prompt = sum(u["prompt_tokens"] for u in usages) + left["prompt_tokens"]
-    generated = sum(u["completion_tokens"] for u in usages) + left["completion_tokens"]
+    prompt = sum(u["prompt_tokens"] for u in usages + left)
+    generated = sum(u["completion_tokens"] for u in usages + left)
     assert delta.value("wai_prompt_tokens_total", **SERVED) == prompt
     assert delta.value("wai_generation_tokens_total", **SERVED) == generated
     # Nothing was counted under another model or adapter.
@@ -123,28 +147,36 @@ def test_each_request_is_counted_once_with_its_outcome(known_requests):
 
     assert requests(**SERVED, status="200", code="none") == 2
     assert requests(**SERVED, status="200", code="3008") == 1  # the stream the client left
+    # The sync request the client left, and the one it left halfway through sending: no 500s.
+    assert requests(**SERVED, status="408", code="3008") == 2
     assert requests(**SERVED, status="400", code="5006") == 1
     # Failed before a model was resolved: never the raw name the client sent.
     assert requests(model="none", lora="none", status="400", code="5007") == 1
     assert requests(model="none", lora="none", status="401", code="10000") == 1
-    assert delta.value("wai_requests_total") == 6
+    assert delta.value("wai_requests_total") == 8
     labels = {tuple(sorted(sample_labels.items())) for name, sample_labels, _ in after.samples
               if name == "wai_requests_total"}
     assert not any("no-such-model" in value for pairs in labels for _, value in pairs)
 
 
-def test_each_histogram_counts_each_request_once(known_requests):
-    before, after, _ = known_requests
+def test_each_histogram_counts_each_request_once(server, known_requests):
+    before, after, seen = known_requests
     delta = after - before
-    # Every request has a duration; the three that reached the engine have a first token, a queue
-    # time and (with at least two tokens) an inter-token latency.
-    assert delta.value("wai_request_duration_seconds_count") == 6
-    assert delta.value("wai_request_duration_seconds_count", **SERVED) == 4
-    for histogram in ("wai_time_to_first_token_seconds", "wai_request_queue_seconds",
-                      "wai_inter_token_latency_seconds"):
-        assert delta.value(f"{histogram}_count", **SERVED) == 3, histogram
-        assert delta.value(f"{histogram}_count") == 3, histogram
-        assert delta.value(f"{histogram}_bucket", **SERVED, le="+Inf") == 3, histogram
+    # Every request has a duration. The three whose clients got tokens have a first token, a queue
+    # time and (with at least two tokens) an inter-token latency; the sync request left at once
+    # may have been aborted before or after its first token, so it counts where its log line says.
+    assert delta.value("wai_request_duration_seconds_count") == 8
+    assert delta.value("wai_request_duration_seconds_count", **SERVED) == 6
+    left_sync = [line for line in new_log_lines(server, seen) if line["status"] == 408]
+    has_token = 3 + sum(line["time_to_first_token_s"] is not None for line in left_sync)
+    has_gap = 3 + sum(line["completion_tokens"] >= 2 for line in left_sync)
+    has_queue = 3 + sum(line["queue_s"] is not None for line in left_sync)
+    for histogram, expected in (("wai_time_to_first_token_seconds", has_token),
+                                ("wai_request_queue_seconds", has_queue),
+                                ("wai_inter_token_latency_seconds", has_gap)):
+        assert delta.value(f"{histogram}_count", **SERVED) == expected, histogram
+        assert delta.value(f"{histogram}_count") == expected, histogram
+        assert delta.value(f"{histogram}_bucket", **SERVED, le="+Inf") == expected, histogram
         assert delta.value(f"{histogram}_sum", **SERVED) >= 0
 
 
@@ -167,11 +199,11 @@ def test_each_answer_has_one_json_log_line_matching_its_usage(server, known_requ
 
 def test_one_log_line_per_request_with_its_outcome(server, known_requests):
     _, _, seen = known_requests
-    lines = request_log(server)[seen["log_lines_before"]:]
+    lines = new_log_lines(server, seen)
     outcomes = sorted((line["model"], line["status"], line["code"] or 0) for line in lines)
     assert outcomes == sorted([
-        (REAL_MODEL, 200, 0), (REAL_MODEL, 200, 0), (REAL_MODEL, 200, 3008), (REAL_MODEL, 400, 5006),
-        ("none", 400, 5007), ("none", 401, 10000),
+        (REAL_MODEL, 200, 0), (REAL_MODEL, 200, 0), (REAL_MODEL, 200, 3008), (REAL_MODEL, 408, 3008),
+        (REAL_MODEL, 408, 3008), (REAL_MODEL, 400, 5006), ("none", 400, 5007), ("none", 401, 10000),
     ])
     assert "no-such-model" not in json.dumps(lines)
 
