@@ -41,7 +41,10 @@ REQUESTS = Counter(
     "wai_requests", "Requests answered, by outcome.", ("model", "lora", "protocol", "status", "code"),
 )
 PROMPT_TOKENS = Counter("wai_prompt_tokens", "Prompt tokens processed (after the chat template).", MODEL_LORA)
-GENERATION_TOKENS = Counter("wai_generation_tokens", "Tokens generated and handed to clients.", MODEL_LORA)
+GENERATION_TOKENS = Counter(
+    "wai_generation_tokens", "Tokens generated, as in the usage clients get (a client that left: so far).",
+    MODEL_LORA,
+)
 TIME_TO_FIRST_TOKEN = Histogram(
     "wai_time_to_first_token_seconds", "From the request's arrival to its first generated token.",
     MODEL_LORA, buckets=LATENCY_BUCKETS,

@@ -28,6 +28,7 @@ from typing import Any
 from server import errors, metrics
 from server.config import ModelConfig, Pricing
 from server.engine.types import TextDelta
+from server.serving.requests import TextRequest
 
 log = logging.getLogger("wai.requests")
 
@@ -58,12 +59,14 @@ class RequestRecord:
     # --- what routes call -------------------------------------------------------------------
     def serve(self, model: ModelConfig, lora: str | None = None) -> None:
         """The request goes to `model` (and the adapter the server resolved, by its stored name)."""
+        if self.in_flight:  # resolved again: move the request to its new model
+            metrics.IN_FLIGHT.labels(self.model).dec()
         self.model, self.lora, self.pricing = model.name, lora or metrics.NO_LORA, model.pricing
-        if not self.in_flight:
-            self.in_flight = True
-            metrics.IN_FLIGHT.labels(self.model).inc()
+        self.in_flight = True
+        metrics.IN_FLIGHT.labels(self.model).inc()
 
-    def show_input(self, text_request: Any) -> None:
+    def show_input(self, text_request: TextRequest) -> None:
+        """Keep what the client asked, for the log line; only with `log_prompts: true`."""
         if self.log_prompts:
             self.input = text_request.prompt if text_request.prompt is not None else text_request.messages
 

@@ -13,6 +13,7 @@ from server import errors
 from server.config import ModelConfig, Pricing, Weights
 from server.engine.types import TextDelta
 from server.records import RequestRecord
+from server.serving.requests import TextRequest
 
 PRICING = Pricing(usd_per_m_input_tokens=0.28, usd_per_m_output_tokens=0.83,
                   neurons_per_m_input_tokens=25608, neurons_per_m_output_tokens=75147)
@@ -110,15 +111,13 @@ def log_of(record: RequestRecord, caplog) -> dict:
     return json.loads(caplog.records[-1].getMessage())
 
 
-class Input:
-    prompt = "What is the secret word?"
-    messages = None
+SECRET = TextRequest(prompt="What is the secret word?")
 
 
 def test_log_line_leaves_text_out_by_default(caplog):
     record = RequestRecord("workers_ai")
     record.serve(model("unit/log"))
-    record.show_input(Input())
+    record.show_input(SECRET)
     run(record, deltas(1, 2, text="swordfish"))
     line = log_of(record, caplog)
     assert "prompt" not in line and "output" not in line
@@ -129,8 +128,18 @@ def test_log_line_leaves_text_out_by_default(caplog):
 def test_log_prompts_puts_prompt_and_output_in_the_line(caplog):
     record = RequestRecord("workers_ai", log_prompts=True)
     record.serve(model("unit/log-prompts"))
-    record.show_input(Input())
+    record.show_input(SECRET)
     run(record, deltas(1, 2, text="swordfish"))
     line = log_of(record, caplog)
     assert line["prompt"] == "What is the secret word?"
     assert line["output"] == ["swordfishswordfish"]
+
+
+def test_resolving_again_moves_the_request_in_flight():
+    record = RequestRecord("openai")
+    record.serve(model("unit/first"))
+    record.serve(model("unit/second"))
+    assert sample("wai_requests_in_flight", model="unit/first") == 0
+    assert sample("wai_requests_in_flight", model="unit/second") == 1
+    record.finish(200, answered=True)
+    assert sample("wai_requests_in_flight", model="unit/second") == 0
