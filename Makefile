@@ -9,7 +9,7 @@ WAI := $(VENV)/bin/wai
 INSTALLED     := $(VENV)/.wai-installed
 INSTALLED_DEV := $(VENV)/.wai-installed-dev
 
-.PHONY: serve test install install-dev prepare lint clean
+.PHONY: serve test install install-dev monitoring-tools prepare lint clean
 
 # Re-install only when the dependencies or the install script change.
 $(INSTALLED): pyproject.toml scripts/install.sh
@@ -23,13 +23,17 @@ $(INSTALLED_DEV): pyproject.toml scripts/install.sh
 install: $(INSTALLED)
 install-dev: $(INSTALLED_DEV)
 
+# promtool and prometheus, for the tests of docker/'s Prometheus config, rules and dashboard.
+monitoring-tools:
+	scripts/install-prometheus.sh
+
 prepare: $(INSTALLED)
 	$(WAI) prepare --config $(CONFIG)
 
 serve: prepare
 	$(WAI) serve --config $(CONFIG) --host $(HOST) --port $(PORT)
 
-test: $(INSTALLED_DEV)
+test: $(INSTALLED_DEV) monitoring-tools
 	$(WAI) prepare --config $(CONFIG)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 

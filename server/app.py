@@ -10,8 +10,10 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from server import metrics
 from server.api import errors as api_errors
 from server.api import ops, workers_ai
+from server.api.recording import RecordRequests
 from server.config import ModelConfig, Settings
 from server.engine.models import resolve_checkpoint
 from server.engine.vllm_engine import TextEngine
@@ -28,6 +30,7 @@ def build_registry(settings: Settings) -> ModelRegistry:
         checkpoint = resolve_checkpoint(model, settings.cache_dir)
         engine = TextEngine(model, checkpoint, chat_template=read_chat_template(model, settings.config_dir))
         services.append(TextService(model, engine))
+        metrics.declare_model(model.name)
         for name in model.stands_in_for:
             log.warning("%s stands in for %s: replies under that name carry x-wai-stand-in: %s",
                         model.name, name, model.name)
@@ -63,6 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     api_errors.install(app)
+    app.add_middleware(RecordRequests, log_prompts=settings.log_prompts)
     app.include_router(ops.router)
     app.include_router(workers_ai.router)
     return app

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from server.config import Settings, load_settings
+from server.records import log_one_json_object_per_line
 
 log = logging.getLogger("wai")
 
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_one_json_object_per_line()
     return args.run(args)
 
 

@@ -1,7 +1,8 @@
 """Configuration: a YAML file of served models, with `WAI_*` environment overrides.
 
 Precedence, highest first: explicit arguments, environment (`WAI_PORT`, `WAI_API_KEYS=a,b`,
-`WAI_CACHE_DIR`, nested fields as `WAI_LIMITS__MAX_BODY_BYTES`), the YAML file, defaults.
+`WAI_CACHE_DIR`, nested fields as `WAI_LIMITS__MAX_BODY_BYTES` or `WAI_METRICS__API_KEY`), the YAML
+file, defaults.
 """
 
 from __future__ import annotations
@@ -55,6 +56,19 @@ class EngineConfig(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
+class Pricing(BaseModel):
+    """What the model costs on the hosted Workers AI, per million tokens (CONTRACT.md section 2).
+
+    Only for the `wai_workers_ai_cost_usd_total` and `wai_workers_ai_neurons_total` counters: what
+    the tokens served here would have cost there.
+    """
+
+    usd_per_m_input_tokens: float = Field(ge=0)
+    usd_per_m_output_tokens: float = Field(ge=0)
+    neurons_per_m_input_tokens: float = Field(ge=0)
+    neurons_per_m_output_tokens: float = Field(ge=0)
+
+
 class ModelConfig(BaseModel):
     name: str = Field(description="public name, as clients send it, e.g. @cf/meta/llama-3-8b-instruct")
     aliases: list[str] = Field(default_factory=list, description="other names for the same model")
@@ -69,6 +83,7 @@ class ModelConfig(BaseModel):
     context_window: int = Field(7968, ge=1, description="prompt tokens + max_tokens may not exceed it")
     chat_template: str | None = Field(None, description="a Jinja file; default: the tokenizer's own")
     default_max_tokens: int = Field(256, ge=1)
+    pricing: Pricing | None = Field(None, description="hosted prices, for the cost counters")
 
     @property
     def served_names(self) -> list[str]:
@@ -85,6 +100,12 @@ class StreamingConfig(BaseModel):
     padding_max_chars: int = Field(32, ge=1)
 
 
+class MetricsConfig(BaseModel):
+    # When set, GET /metrics needs `Authorization: Bearer <api_key>` (a key of its own, so that
+    # a scraper never holds a key that can run models).
+    api_key: str | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WAI_", env_nested_delimiter="__", extra="forbid")
 
@@ -94,6 +115,9 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=default_cache_dir)
     limits: Limits = Field(default_factory=Limits)
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    # Put prompt and output text in the per-request log line. Off by default: prompts are user data.
+    log_prompts: bool = False
     models: list[ModelConfig] = Field(default_factory=list)
     # Where the config file lives; relative paths in it (chat templates) resolve from here.
     config_dir: Path = Path(".")

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from server import errors
 from server.protocol import workers_ai
@@ -24,6 +25,9 @@ def is_openai_path(path: str) -> bool:
 
 
 def render(request: Request, error: errors.WaiError) -> JSONResponse:
+    record = getattr(request.state, "record", None)  # api/recording.py; none on /metrics and probes
+    if record is not None:
+        record.fail(error)
     if is_openai_path(request.url.path):
         body = {"error": {"message": error.message, "type": error.openai_type, "param": error.param,
                           "code": str(error.code)}}
@@ -42,6 +46,11 @@ def install(app: FastAPI) -> None:
         if exc.status_code in (404, 405):
             return render(request, errors.no_route())
         return render(request, errors.WaiError(exc.status_code, exc.status_code, str(exc.detail)))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_left(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client hung up while sending its body: aborted, not a server failure.
+        return render(request, errors.request_aborted())
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

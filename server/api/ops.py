@@ -6,6 +6,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from server import errors
+from server import metrics as wai_metrics
+from server.auth import bearer_token, key_matches
 from server.serving.registry import ModelRegistry
 
 router = APIRouter()
@@ -28,6 +31,17 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics() -> Response:
-    """Prometheus text format: the engine's own `vllm:*` series and wai's."""
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: wai's series (server/metrics.py) and the engine's own `vllm:*` ones.
+
+    With `metrics.api_key` set, only `Authorization: Bearer <that key>` may read them.
+    """
+    metrics_key = request.app.state.settings.metrics.api_key
+    if metrics_key is not None:
+        token = bearer_token(request)
+        if token is None or not key_matches(token, [metrics_key]):
+            raise errors.authentication_error()
+    registry: ModelRegistry = request.app.state.registry
+    for service in registry.services:
+        wai_metrics.ENGINE_READY.labels(service.model.name).set(1 if service.engine.is_ready() else 0)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

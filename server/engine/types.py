@@ -37,3 +37,5 @@ class TextDelta:
     finish_reason: str | None = None  # "stop" | "length" | "abort", when this choice is done
     logprobs: list[dict[str, Any]] = field(default_factory=list)
     cached_tokens: int = 0
+    # Seconds the request waited in the engine's queue before it was first scheduled, once known.
+    queue_seconds: float | None = None

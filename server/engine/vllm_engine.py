@@ -18,6 +18,7 @@ from vllm.exceptions import VLLMClientError
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
+from vllm.v1.metrics.stats import RequestStateStats
 
 from server.config import ModelConfig
 from server.engine.types import GenerationParams, TextDelta
@@ -86,6 +87,16 @@ def sampling_params(params: GenerationParams) -> SamplingParams:
     )
 
 
+def queue_seconds(stats: RequestStateStats | None) -> float | None:
+    """From vLLM's RequestStateStats: first scheduled minus queued, both engine-core clock readings.
+
+    Zero means "not yet" in those fields; None when stats are off (disable_log_stats) or unknown.
+    """
+    if stats is None or not stats.queued_ts or not stats.scheduled_ts:
+        return None
+    return max(stats.scheduled_ts - stats.queued_ts, 0.0)
+
+
 class TextEngine:
     """One served text-generation model on one vLLM engine."""
 
@@ -148,6 +159,7 @@ class TextEngine:
                         completion_tokens=completion_tokens[choice.index],
                         finish_reason=choice.finish_reason,
                         cached_tokens=output.num_cached_tokens or 0,
+                        queue_seconds=queue_seconds(output.metrics),
                     )
         except EngineDeadError as exc:
             self.is_ready()

@@ -10,6 +10,7 @@ from server import errors
 from server.config import ModelConfig
 from server.engine.types import GenerationParams, TextDelta
 from server.engine.vllm_engine import EngineRejected, EngineUnavailable, TextEngine
+from server.records import RequestRecord
 from server.serving.prompts import render_prompt
 from server.serving.requests import TextRequest
 from server.serving.sampling import generation_params
@@ -66,8 +67,13 @@ class TextService:
             raise errors.context_window_exceeded(requested, self.model.context_window)
         return PreparedText(request, prompt_token_ids, params)
 
-    async def stream(self, prepared: PreparedText, request_id: str) -> AsyncIterator[TextDelta]:
-        """Deltas as the engine makes them; closing this early aborts the engine request."""
+    async def stream(self, prepared: PreparedText, record: RequestRecord) -> AsyncIterator[TextDelta]:
+        """Deltas as the engine makes them, counted by `record`; closing this early aborts the engine
+        request. The engine request id is the record's (the `cf-ai-req-id` the client sees)."""
+        async for delta in record.watch(self._generate(prepared, record.request_id)):
+            yield delta
+
+    async def _generate(self, prepared: PreparedText, request_id: str) -> AsyncIterator[TextDelta]:
         try:
             async for delta in self.engine.generate(prepared.prompt_token_ids, prepared.params, request_id):
                 yield delta
@@ -76,17 +82,17 @@ class TextService:
         except EngineRejected as exc:
             raise errors.bad_input(str(exc)) from exc
 
-    async def open_stream(self, prepared: PreparedText, request_id: str) -> AsyncIterator[TextDelta]:
+    async def open_stream(self, prepared: PreparedText, record: RequestRecord) -> AsyncIterator[TextDelta]:
         """Start generating and wait for the first delta, so that a request the engine refuses
         still gets a proper error status instead of a broken 200 stream."""
-        stream = self.stream(prepared, request_id)
+        stream = self.stream(prepared, record)
         first = await anext(stream)
         return _prepend(first, stream)
 
-    async def complete(self, prepared: PreparedText, request_id: str) -> Completion:
+    async def complete(self, prepared: PreparedText, record: RequestRecord) -> Completion:
         choices = [Choice(index) for index in range(prepared.params.n)]
         completion = Completion(choices, prompt_tokens=len(prepared.prompt_token_ids))
-        async for delta in self.stream(prepared, request_id):
+        async for delta in self.stream(prepared, record):
             choice = choices[delta.index]
             choice.text += delta.text
             choice.completion_tokens = delta.completion_tokens

@@ -1,0 +1,192 @@
+"""One record per request, for every protocol: it feeds the metrics and writes the request's log line.
+
+How routes use it (api/workers_ai.py does exactly this; the OpenAI routes do the same):
+
+    record = request_record(request)       # made by api/recording.py for every API request
+    route = registry.route(name)           # errors before this count under model="none"
+    record.serve(route.service.model)      # labels from the config; lora= the resolved adapter name
+    record.show_input(text_request)        # kept only with `log_prompts: true`
+    headers = {"cf-ai-req-id": record.request_id}
+    await service.complete(prepared, record)   # or service.open_stream(prepared, record)
+
+The service passes every engine delta through `record.watch()`, which counts tokens as they come and
+notes an error raised mid-stream; api/errors.py notes every error it renders with `record.fail()`;
+the middleware calls `record.finish()` exactly once, after the last byte, a crash or the client leaving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from server import errors, metrics
+from server.config import ModelConfig, Pricing
+from server.engine.types import TextDelta
+from server.serving.requests import TextRequest
+
+log = logging.getLogger("wai.requests")
+
+WORKERS_AI = "workers_ai"
+OPENAI = "openai"
+
+
+@dataclass
+class RequestRecord:
+    protocol: str
+    log_prompts: bool = False
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started: float = field(default_factory=time.monotonic)
+    model: str = metrics.NO_MODEL
+    lora: str = metrics.NO_LORA
+    pricing: Pricing | None = None
+    prompt_tokens: int = 0
+    completion_tokens: dict[int, int] = field(default_factory=dict)  # per choice
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+    queue_seconds: float | None = None
+    error: errors.WaiError | None = None
+    input: Any = None
+    output: dict[int, str] = field(default_factory=dict)
+    in_flight: bool = False
+    finished: bool = False
+
+    # --- what routes call -------------------------------------------------------------------
+    def serve(self, model: ModelConfig, lora: str | None = None) -> None:
+        """The request goes to `model` (and the adapter the server resolved, by its stored name)."""
+        if self.in_flight:  # resolved again: move the request to its new model
+            metrics.IN_FLIGHT.labels(self.model).dec()
+        self.model, self.lora, self.pricing = model.name, lora or metrics.NO_LORA, model.pricing
+        self.in_flight = True
+        metrics.IN_FLIGHT.labels(self.model).inc()
+
+    def show_input(self, text_request: TextRequest) -> None:
+        """Keep what the client asked, for the log line; only with `log_prompts: true`."""
+        if self.log_prompts:
+            self.input = text_request.prompt if text_request.prompt is not None else text_request.messages
+
+    def fail(self, error: errors.WaiError) -> None:
+        """The outcome's error; the first one wins (a later one is a consequence)."""
+        if self.error is None:
+            self.error = error
+
+    async def watch(self, deltas: AsyncIterator[TextDelta]) -> AsyncIterator[TextDelta]:
+        """Pass `deltas` through, counting each and noting the error that ends them, if any."""
+        try:
+            async for delta in deltas:
+                self.observe(delta)
+                yield delta
+        except errors.WaiError as error:
+            self.fail(error)
+            raise
+        except Exception:
+            self.fail(errors.internal_error())
+            raise
+
+    # --- bookkeeping ------------------------------------------------------------------------
+    @property
+    def total_completion_tokens(self) -> int:
+        return sum(self.completion_tokens.values())
+
+    def observe(self, delta: TextDelta) -> None:
+        if self.finished:
+            return
+        now = time.monotonic()
+        if self.queue_seconds is None and delta.queue_seconds is not None:
+            self.queue_seconds = delta.queue_seconds
+            metrics.REQUEST_QUEUE.labels(self.model, self.lora).observe(delta.queue_seconds)
+        new_prompt = 0
+        if not self.prompt_tokens and delta.prompt_tokens:
+            self.prompt_tokens = new_prompt = delta.prompt_tokens
+        new_tokens = delta.completion_tokens - self.completion_tokens.get(delta.index, 0)
+        if new_tokens > 0:
+            self.completion_tokens[delta.index] = delta.completion_tokens
+            if self.first_token_at is None:
+                self.first_token_at = now
+                metrics.TIME_TO_FIRST_TOKEN.labels(self.model, self.lora).observe(now - self.started)
+            self.last_token_at = now
+        self._count(new_prompt, max(new_tokens, 0))
+        if self.log_prompts and delta.text:
+            self.output[delta.index] = self.output.get(delta.index, "") + delta.text
+
+    def _count(self, prompt_tokens: int, completion_tokens: int) -> None:
+        if prompt_tokens:
+            metrics.PROMPT_TOKENS.labels(self.model, self.lora).inc(prompt_tokens)
+        if completion_tokens:
+            metrics.GENERATION_TOKENS.labels(self.model, self.lora).inc(completion_tokens)
+        price = self.pricing
+        if price is not None and (prompt_tokens or completion_tokens):
+            metrics.COST_USD.labels(self.model).inc(
+                (prompt_tokens * price.usd_per_m_input_tokens
+                 + completion_tokens * price.usd_per_m_output_tokens) / 1e6)
+            metrics.NEURONS.labels(self.model).inc(
+                (prompt_tokens * price.neurons_per_m_input_tokens
+                 + completion_tokens * price.neurons_per_m_output_tokens) / 1e6)
+
+    def code(self, answered: bool) -> str:
+        """The outcome's Workers AI code: the error's, 3008 if the client left first, else none."""
+        if self.error is not None:
+            return str(self.error.code)
+        return metrics.NO_CODE if answered else str(errors.request_aborted().code)
+
+    def finish(self, status: int, answered: bool) -> None:
+        """Count the request and write its log line, once. `answered`: the last byte was sent."""
+        if self.finished:
+            return
+        self.finished = True
+        duration = time.monotonic() - self.started
+        code = self.code(answered)
+        metrics.REQUESTS.labels(self.model, self.lora, self.protocol, str(status), code).inc()
+        metrics.REQUEST_DURATION.labels(self.model, self.lora).observe(duration)
+        inter_token = self.inter_token_latency()
+        if inter_token is not None:
+            metrics.INTER_TOKEN_LATENCY.labels(self.model, self.lora).observe(inter_token)
+        if self.in_flight:
+            metrics.IN_FLIGHT.labels(self.model).dec()
+        log.info(json.dumps(self.log_line(status, code, duration), ensure_ascii=False))
+
+    def inter_token_latency(self) -> float | None:
+        """Mean time between tokens over the request; None with fewer than two tokens per choice."""
+        steps = max(self.completion_tokens.values(), default=0)
+        if steps < 2 or self.first_token_at is None or self.last_token_at is None:
+            return None
+        return (self.last_token_at - self.first_token_at) / (steps - 1)
+
+    def log_line(self, status: int, code: str, duration: float) -> dict[str, Any]:
+        line: dict[str, Any] = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "request_id": self.request_id,
+            "model": self.model,
+            "lora": self.lora,
+            "protocol": self.protocol,
+            "status": status,
+            "code": None if code == metrics.NO_CODE else int(code),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.total_completion_tokens,
+            "time_to_first_token_s": _rounded(None if self.first_token_at is None
+                                              else self.first_token_at - self.started),
+            "queue_s": _rounded(self.queue_seconds),
+            "duration_s": _rounded(duration),
+        }
+        if self.log_prompts:
+            line["prompt"] = self.input
+            line["output"] = [self.output[index] for index in sorted(self.output)]
+        return line
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 6)
+
+
+def log_one_json_object_per_line() -> None:
+    """The request log is JSON lines: no timestamp or level prefix in front of the object."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
