@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import errors
-from server.protocol import workers_ai
+from server.protocol import openai, workers_ai
 
 log = logging.getLogger("wai.errors")
 
@@ -25,8 +25,7 @@ def is_openai_path(path: str) -> bool:
 
 def render(request: Request, error: errors.WaiError) -> JSONResponse:
     if is_openai_path(request.url.path):
-        body = {"error": {"message": error.message, "type": error.openai_type, "param": error.param,
-                          "code": str(error.code)}}
+        body = openai.error_body(error)
     else:
         body = workers_ai.failure(error)
     return JSONResponse(body, status_code=error.status, headers=error.headers)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from server import errors
 from server.config import ModelConfig
@@ -30,6 +31,7 @@ class Choice:
     text: str = ""
     completion_tokens: int = 0
     finish_reason: str | None = None
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -91,6 +93,7 @@ class TextService:
             choice.text += delta.text
             choice.completion_tokens = delta.completion_tokens
             choice.finish_reason = delta.finish_reason or choice.finish_reason
+            choice.logprobs += delta.logprobs
             completion.cached_tokens = delta.cached_tokens
         return completion
 
