@@ -183,7 +183,6 @@ class TextEngine(Engine):
                 await self.abort(request_id)
 
 
-
 def token_logprobs(token_ids: Any, logprobs: Any) -> list[dict[str, Any]]:
     """vLLM's per-position {token id: Logprob} maps as plain data: the sampled token, its logprob,
     and the most likely tokens in rank order (vLLM adds the sampled one even when outside them)."""
@@ -210,25 +209,35 @@ def _finite(logprob: float) -> float:
 class EmbeddingEngine(Engine):
     """A text-embedding model on vLLM's pooling runner."""
 
+    def own_pooling(self) -> str:
+        """How the checkpoint itself pools (its sentence-transformers config), e.g. "mean" or "cls"."""
+        pooler = self._running_llm().model_config.pooler_config
+        return str(pooler.seq_pooling_type or "").lower() if pooler is not None else ""
+
     async def embed(self, token_ids: list[list[int]], pooling: str, request_id: str) -> list[list[float]]:
-        """One vector per input, in order. "mean" is the model's own pooler (mean, then normalize, as
-        sentence-transformers does); "cls" takes the first token's normalized vector."""
+        """One normalized vector per input, in order. The model's own pooling runs in the engine's
+        pooler, exactly as sentence-transformers computes it; the other one is computed here from
+        the raw token vectors."""
         llm = self._running_llm()
-        task = "embed" if pooling == "mean" else "token_embed"
+        own = pooling == self.own_pooling()
         return list(await asyncio.gather(*(
-            self._embed_one(llm, ids, task, f"{request_id}-{index}") for index, ids in enumerate(token_ids)
+            self._embed_one(llm, ids, None if own else pooling, f"{request_id}-{index}")
+            for index, ids in enumerate(token_ids)
         )))
 
-    async def _embed_one(self, llm: AsyncLLM, token_ids: list[int], task: str,
+    async def _embed_one(self, llm: AsyncLLM, token_ids: list[int], pool_here: str | None,
                          request_id: str) -> list[float]:
+        params = PoolingParams(task="embed") if pool_here is None else \
+            PoolingParams(task="token_embed", use_activation=False)
         finished = False
         try:
-            async for output in llm.encode(TokensPrompt(prompt_token_ids=token_ids), PoolingParams(task=task),
-                                           request_id):
+            async for output in llm.encode(TokensPrompt(prompt_token_ids=token_ids), params, request_id):
                 finished = output.finished
-                data = output.outputs.data
-            vector = data if task == "embed" else data[0]
-            return vector.float().tolist()
+                data = output.outputs.data.float()
+            if pool_here is not None:
+                data = data.mean(dim=0) if pool_here == "mean" else data[0]
+                data = data / data.norm().clamp_min(1e-12)
+            return data.tolist()
         except EngineDeadError as exc:
             self.is_ready()
             raise EngineUnavailable(self.model.name) from exc

@@ -7,6 +7,8 @@ Where the wire ranges and vLLM's disagree, the decision is made here:
 - repetition_penalty 0 is legal on the wire but undefined for vLLM's multiplicative penalty
   (it must be > 0); wai reads 0 as "no penalty", the same as leaving it out (1.0).
 - top_k not given means no top-k cut (vLLM 0); top_p not given means 1.0.
+- top_p 0 (legal for OpenAI clients) keeps only the most likely token, as the smallest nucleus
+  does; vLLM wants top_p > 0, so it gets 1e-6 (still representable in the engine's float32).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from server.serving.requests import OutputFormat, SamplingOptions
 
 DEFAULT_TEMPERATURE = 0.6  # Workers AI's default for llama-3-8b-instruct
 ENGINE_MAX_TEMPERATURE = 2.0
+SMALLEST_TOP_P = 1e-6
 
 
 def generation_params(options: SamplingOptions, output: OutputFormat, default_max_tokens: int) -> GenerationParams:
@@ -28,7 +31,7 @@ def generation_params(options: SamplingOptions, output: OutputFormat, default_ma
             options.temperature if options.temperature is not None else DEFAULT_TEMPERATURE,
             ENGINE_MAX_TEMPERATURE,
         ),
-        top_p=options.top_p if options.top_p is not None else 1.0,
+        top_p=max(options.top_p, SMALLEST_TOP_P) if options.top_p is not None else 1.0,
         top_k=options.top_k if options.top_k is not None else 0,
         seed=options.seed,
         repetition_penalty=repetition_penalty,
