@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server import errors
@@ -13,7 +13,7 @@ from server.engine.types import GenerationParams, TextDelta
 from server.engine.vllm_engine import EngineRejected, EngineUnavailable, TextEngine
 from server.serving.prompts import render_prompt
 from server.serving.requests import TextRequest
-from server.serving.sampling import generation_params
+from server.serving.sampling import engine_choices, generation_params
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,12 @@ class PreparedText:
 
     request: TextRequest
     prompt_token_ids: list[int]
-    params: GenerationParams
+    params: GenerationParams  # as the engine runs them
+    copies: int = 1  # each engine choice answers this many of the client's choices
+
+    @property
+    def choices(self) -> int:
+        return self.params.n * self.copies
 
 
 @dataclass
@@ -66,13 +71,18 @@ class TextService:
         requested = len(prompt_token_ids) + params.max_tokens
         if requested > self.model.context_window:
             raise errors.context_window_exceeded(requested, self.model.context_window)
-        return PreparedText(request, prompt_token_ids, params)
+        params, copies = engine_choices(params)
+        return PreparedText(request, prompt_token_ids, params, copies)
 
     async def stream(self, prepared: PreparedText, request_id: str) -> AsyncIterator[TextDelta]:
         """Deltas as the engine makes them; closing this early aborts the engine request."""
         try:
             async for delta in self.engine.generate(prepared.prompt_token_ids, prepared.params, request_id):
-                yield delta
+                if prepared.copies == 1:
+                    yield delta
+                    continue
+                for copy in range(prepared.copies):
+                    yield replace(delta, index=delta.index * prepared.copies + copy)
         except EngineUnavailable as exc:
             raise errors.capacity_exceeded(status=503, retry_after_s=5) from exc
         except EngineRejected as exc:
@@ -86,7 +96,7 @@ class TextService:
         return _prepend(first, stream)
 
     async def complete(self, prepared: PreparedText, request_id: str) -> Completion:
-        choices = [Choice(index) for index in range(prepared.params.n)]
+        choices = [Choice(index) for index in range(prepared.choices)]
         completion = Completion(choices, prompt_tokens=len(prepared.prompt_token_ids))
         async for delta in self.stream(prepared, request_id):
             choice = choices[delta.index]

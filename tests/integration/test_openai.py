@@ -142,6 +142,24 @@ def test_n_choices_and_stop_sequences(client):
     assert cut["choices"][0]["finish_reason"] == "stop"
 
 
+def test_several_greedy_choices_are_the_same_text(client):
+    single = completion(chat(client, {"temperature": 0, "max_tokens": 12}))
+    body = completion(chat(client, {"temperature": 0, "max_tokens": 12, "n": 3}))
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert {c["message"]["content"] for c in body["choices"]} == {single["choices"][0]["message"]["content"]}
+    assert body["usage"]["completion_tokens"] == 3 * single["usage"]["completion_tokens"]
+    chunks = stream(
+        client, {"temperature": 0, "max_tokens": 12, "n": 2, "stream_options": {"include_usage": True}}
+    )
+    for index in (0, 1):
+        text = "".join(
+            c["choices"][0]["delta"].get("content", "")
+            for c in chunks
+            if c["choices"] and c["choices"][0]["index"] == index
+        )
+        assert text == single["choices"][0]["message"]["content"]
+
+
 def test_logprobs_and_top_logprobs(client):
     body = completion(chat(client, {"max_tokens": 5, "logprobs": True, "top_logprobs": 3, "temperature": 0}))
     choice = body["choices"][0]

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import struct
+from dataclasses import replace
 
 import pytest
 
@@ -13,7 +14,8 @@ from server import errors
 from server.engine.types import TextDelta
 from server.protocol import openai
 from server.protocol.sampling import OPENAI_SAMPLING_FIELDS
-from server.serving.sampling import generation_params
+from server.serving.requests import OutputFormat
+from server.serving.sampling import engine_choices, generation_params
 from server.streaming import openai_chunks
 
 USER = [{"role": "user", "content": "Hi"}]
@@ -124,6 +126,13 @@ def test_both_protocols_share_one_sampling_mapping():
     )
     assert openai.text_request(chat(logprobs=True)).sampling.logprobs == 0
     assert openai.text_request(chat()).sampling.logprobs is None
+
+
+def test_greedy_choices_run_once_and_are_repeated():
+    greedy = generation_params(openai.text_request(chat(n=3, temperature=0)).sampling, OutputFormat(), 256)
+    assert engine_choices(greedy) == (replace(greedy, n=1), 3)
+    sampled = generation_params(openai.text_request(chat(n=3, temperature=0.5)).sampling, OutputFormat(), 256)
+    assert engine_choices(sampled) == (sampled, 1)
 
 
 def test_response_format_maps_to_the_output_format():
