@@ -12,12 +12,13 @@ from fastapi import FastAPI
 
 from server import metrics
 from server.api import errors as api_errors
-from server.api import ops, workers_ai
+from server.api import openai, ops, workers_ai
 from server.api.recording import RecordRequests
 from server.config import ModelConfig, Settings
 from server.engine.models import resolve_checkpoint
-from server.engine.vllm_engine import TextEngine
-from server.serving.registry import ModelRegistry
+from server.engine.vllm_engine import EmbeddingEngine, TextEngine
+from server.serving.embeddings import EmbeddingService
+from server.serving.registry import ModelRegistry, Service
 from server.serving.text import TextService
 
 log = logging.getLogger("wai")
@@ -25,11 +26,14 @@ log = logging.getLogger("wai")
 
 def build_registry(settings: Settings) -> ModelRegistry:
     """Resolve every model's weights now, so that a missing checkpoint fails at start, not per request."""
-    services = []
+    services: list[Service] = []
     for model in settings.models:
         checkpoint = resolve_checkpoint(model, settings.cache_dir)
-        engine = TextEngine(model, checkpoint, chat_template=read_chat_template(model, settings.config_dir))
-        services.append(TextService(model, engine))
+        if model.task == "text-embeddings":
+            services.append(EmbeddingService(model, EmbeddingEngine(model, checkpoint)))
+        else:
+            template = read_chat_template(model, settings.config_dir)
+            services.append(TextService(model, TextEngine(model, checkpoint, chat_template=template)))
         metrics.declare_model(model.name)
         for name in model.stands_in_for:
             log.warning("%s stands in for %s: replies under that name carry x-wai-stand-in: %s",
@@ -69,4 +73,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RecordRequests, log_prompts=settings.log_prompts)
     app.include_router(ops.router)
     app.include_router(workers_ai.router)
+    app.include_router(openai.router)
     return app

@@ -76,11 +76,13 @@ class ModelConfig(BaseModel):
         default_factory=list,
         description="names of other models this one answers for; replies carry x-wai-stand-in",
     )
-    task: Literal["text-generation"] = "text-generation"
+    task: Literal["text-generation", "text-embeddings"] = "text-generation"
     description: str = ""
     weights: Weights
     engine: EngineConfig = Field(default_factory=EngineConfig)
-    context_window: int = Field(7968, ge=1, description="prompt tokens + max_tokens may not exceed it")
+    context_window: int = Field(
+        7968, ge=1, description="prompt tokens + max_tokens may not exceed it (embeddings: tokens per text)"
+    )
     chat_template: str | None = Field(None, description="a Jinja file; default: the tokenizer's own")
     default_max_tokens: int = Field(256, ge=1)
     pricing: Pricing | None = Field(None, description="hosted prices, for the cost counters")

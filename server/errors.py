@@ -45,12 +45,13 @@ def authentication_error() -> WaiError:
     )
 
 
-def context_window_exceeded(requested_tokens: int, context_window: int) -> WaiError:
+def context_window_exceeded(requested_tokens: int, context_window: int,
+                            param: str = "max_tokens") -> WaiError:
     return WaiError(
         413, 5021,
         f"{AI_PREFIX}The estimated number of input and maximum output tokens ({requested_tokens}) "
         f"exceeded this model context window limit ({context_window})",
-        param="max_tokens",
+        param=param,
     )
 
 

@@ -70,6 +70,11 @@ class RequestRecord:
         if self.log_prompts:
             self.input = text_request.prompt if text_request.prompt is not None else text_request.messages
 
+    def embedded(self, prompt_tokens: int) -> None:
+        """An embedding request read `prompt_tokens` and generated nothing."""
+        self.prompt_tokens = prompt_tokens
+        self._count(prompt_tokens, 0)
+
     def fail(self, error: errors.WaiError) -> None:
         """The outcome's error; the first one wins (a later one is a consequence)."""
         if self.error is None:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 
 from server import errors
+from server.protocol.catalog import Entry
 
 T = TypeVar("T")
 
@@ -77,3 +78,8 @@ async def _wait_for_disconnect(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+def catalog_entries(request: Request) -> list[Entry]:
+    """Every public name the server answers, in config order, for the catalog endpoints."""
+    return [Entry(route.requested_name, route.service.model) for route in request.app.state.registry.routes()]

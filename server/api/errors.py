@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from server import errors
-from server.protocol import workers_ai
+from server.protocol import openai, workers_ai
 
 log = logging.getLogger("wai.errors")
 
@@ -29,8 +29,7 @@ def render(request: Request, error: errors.WaiError) -> JSONResponse:
     if record is not None:
         record.fail(error)
     if is_openai_path(request.url.path):
-        body = {"error": {"message": error.message, "type": error.openai_type, "param": error.param,
-                          "code": str(error.code)}}
+        body = openai.error_body(error)
     else:
         body = workers_ai.failure(error)
     return JSONResponse(body, status_code=error.status, headers=error.headers)

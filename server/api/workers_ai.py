@@ -1,14 +1,18 @@
-"""Workers AI routes: `POST /client/v4/accounts/{account_id}/ai/run/{model}`."""
+"""Workers AI routes: the run endpoint (text generation and embeddings) and the model catalog."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from server.api.common import read_json_body, until_disconnected
+from server.api.common import catalog_entries, read_json_body, until_disconnected
 from server.api.recording import request_record
 from server.auth import require_api_key
-from server.protocol import workers_ai
+from server.protocol import catalog, workers_ai
+from server.records import RequestRecord
+from server.serving.embeddings import EmbeddingService
 from server.serving.registry import ModelRegistry, Route
 from server.streaming import workers_ai_events
 
@@ -31,6 +35,8 @@ async def run(account_id: str, model: str, request: Request):
     route = registry.route(model)
     service = route.service
     record.serve(service.model)
+    if isinstance(service, EmbeddingService):
+        return await run_embeddings(route, request, record)
     text_request = workers_ai.parse_run_input(await read_json_body(request))
     record.show_input(text_request)
     prepared = await service.prepare(text_request, model)
@@ -53,3 +59,33 @@ async def run(account_id: str, model: str, request: Request):
         "usage": workers_ai.usage(completion.prompt_tokens, completion.completion_tokens),
     }
     return JSONResponse(workers_ai.success(result), headers=headers)
+
+
+async def run_embeddings(route: Route, request: Request, record: RequestRecord) -> JSONResponse:
+    embedding_request = workers_ai.parse_embeddings_input(await read_json_body(request))
+    result = await until_disconnected(request, route.service.embed(embedding_request, record.request_id))
+    record.embedded(result.prompt_tokens)
+    return JSONResponse(workers_ai.success(workers_ai.embeddings_result(result.vectors, result.pooling)),
+                        headers=reply_headers(route, record.request_id))
+
+
+@router.get("/models/search")
+async def search_models(
+    request: Request,
+    search: str | None = None,
+    task: str | None = None,
+    author: str | None = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=1000)] = 50,
+):
+    """Every served name, filtered and paged; past the last page the result is empty."""
+    entries = catalog_entries(request)
+    return catalog.search_page(entries, page, per_page, search=search, task=task, author=author)
+
+
+@router.get("/models/schema")
+async def model_schema(request: Request, model: str):
+    """The input and output JSON schemas the validator enforces for this model."""
+    registry: ModelRegistry = request.app.state.registry
+    service = registry.route(model).service
+    return workers_ai.success(workers_ai.published_schema(service.model.task))

