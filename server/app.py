@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from server.api import errors as api_errors
-from server.api import ops, workers_ai
+from server.api import ops, playground, workers_ai
 from server.config import ModelConfig, Settings
 from server.engine.models import resolve_checkpoint
 from server.engine.vllm_engine import TextEngine
@@ -65,4 +65,6 @@ def create_app(settings: Settings) -> FastAPI:
     api_errors.install(app)
     app.include_router(ops.router)
     app.include_router(workers_ai.router)
+    app.include_router(playground.router)
+    playground.mount_assets(app)
     return app
