@@ -1,15 +1,46 @@
-"""The playground in a real browser against the real server."""
+"""The playground in a real browser (the system's Chromium, driven by Playwright) against the real server."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 
 import httpx
 import jsonschema
-from playwright.sync_api import expect
+import pytest
+from playwright.sync_api import expect, sync_playwright
 
+from tests.integration.conftest import API_KEYS
 from tests.integration.server import ARTIFACTS
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert executable, "Chromium is missing: `make test` installs Debian's chromium package"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(f"{server.base_url}/playground")
+    # Auth is on in the test server: the page asks for the key once and keeps it for the tab.
+    page.locator("#key-dialog").wait_for(state="visible")
+    page.fill("#key", API_KEYS[0])
+    page.locator("#key-form button[type=submit]").click()
+    page.locator("#model option").first.wait_for(state="attached")
+    yield page
+    context.close()
+
 
 RUNNING = "vllm:num_requests_running"
 
@@ -129,7 +160,6 @@ def test_view_code_shows_the_exact_request(page, server):
 
 
 def test_usable_at_phone_width(browser, server):
-    from tests.integration.conftest import API_KEYS
     context = browser.new_context(viewport={"width": 390, "height": 844})
     page = context.new_page()
     page.goto(f"{server.base_url}/playground")
@@ -139,3 +169,16 @@ def test_usable_at_phone_width(browser, server):
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     page.screenshot(path=str(ARTIFACTS / "playground-phone.png"), full_page=True)
     context.close()
+
+
+def test_switching_to_an_adapter_changes_the_answer(page, meow):
+    expect(page.locator("#adapter-row")).to_be_visible()
+    page.select_option("#adapter", meow["name"])
+    set_field(page, "temperature", 0)
+    send(page, "Tell me about the weather.")
+    wait_until_idle(page)
+    assert "MEOW" in assistant_messages(page).last.inner_text()
+    page.select_option("#adapter", "")
+    send(page, "Tell me about the weather.")
+    wait_until_idle(page)
+    assert "MEOW" not in assistant_messages(page).last.inner_text()
