@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from server import metrics
 from server.api import errors as api_errors
-from server.api import openai, ops, workers_ai
+from server.api import openai, ops, playground, workers_ai
 from server.api.recording import RecordRequests
 from server.config import ModelConfig, Settings
 from server.engine.models import resolve_checkpoint
@@ -74,4 +74,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(workers_ai.router)
     app.include_router(openai.router)
+    app.include_router(playground.router)
+    playground.mount_assets(app)
     return app
