@@ -9,7 +9,7 @@ WAI := $(VENV)/bin/wai
 INSTALLED     := $(VENV)/.wai-installed
 INSTALLED_DEV := $(VENV)/.wai-installed-dev
 
-.PHONY: serve test install install-dev monitoring-tools prepare lint clean
+.PHONY: serve test install install-dev test-tools prepare lint clean
 
 # Re-install only when the dependencies or the install script change.
 $(INSTALLED): pyproject.toml scripts/install.sh
@@ -23,9 +23,9 @@ $(INSTALLED_DEV): pyproject.toml scripts/install.sh
 install: $(INSTALLED)
 install-dev: $(INSTALLED_DEV)
 
-# promtool and prometheus, for the tests of docker/'s Prometheus config, rules and dashboard.
-monitoring-tools:
-	scripts/install-prometheus.sh
+# System tools the tests need (Prometheus, Chromium), from Debian's packages when missing.
+test-tools:
+	scripts/install-test-tools.sh
 
 prepare: $(INSTALLED)
 	$(WAI) prepare --config $(CONFIG)
@@ -33,7 +33,7 @@ prepare: $(INSTALLED)
 serve: prepare
 	$(WAI) serve --config $(CONFIG) --host $(HOST) --port $(PORT)
 
-test: $(INSTALLED_DEV) monitoring-tools
+test: $(INSTALLED_DEV) test-tools
 	$(WAI) prepare --config $(CONFIG)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
