@@ -37,3 +37,16 @@ class TextDelta:
     finish_reason: str | None = None  # "stop" | "length" | "abort", when this choice is done
     logprobs: list[dict[str, Any]] = field(default_factory=list)
     cached_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA fine-tune to apply to one request: a unique key, a positive engine id and its folder.
+
+    `key` must never be reused for different weights (the engine caches adapters by key and id),
+    so the serving layer passes the fine-tune's uuid, not its user-facing name.
+    """
+
+    key: str
+    engine_id: int
+    path: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server import errors
+from server.serving.lora import AdapterStore
 from server.serving.text import TextService
 
 
@@ -21,8 +22,9 @@ class Route:
 
 
 class ModelRegistry:
-    def __init__(self, services: list[TextService]):
+    def __init__(self, services: list[TextService], adapters: AdapterStore):
         self.services = services
+        self.adapters = adapters
         self._by_name = {name: service for service in services for name in service.model.served_names}
 
     def route(self, name: str) -> Route:
@@ -30,6 +32,17 @@ class ModelRegistry:
         if service is None:
             raise errors.unknown_model(name)
         return Route(service, name)
+
+    def route_model_or_finetune(self, name: str) -> tuple[Route, str | None]:
+        """What a public name means where the protocol has only `model` (OpenAI): a served model,
+        or a fine-tune's name or id, which means its base model with that adapter. Returns the route
+        and the fine-tune to put in the request's `lora` (None for a plain model)."""
+        if name in self._by_name:
+            return self.route(name), None
+        finetune = self.adapters.find_by_name(name)
+        if finetune is None:
+            raise errors.unknown_model(name)
+        return self.route(finetune.model), name
 
     def all_ready(self) -> bool:
         return bool(self.services) and all(service.engine.is_ready() for service in self.services)

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from server import errors
 from server.config import ModelConfig
-from server.engine.types import GenerationParams, TextDelta
-from server.engine.vllm_engine import EngineRejected, EngineUnavailable, TextEngine
+from server.engine.types import Adapter, GenerationParams, TextDelta
+from server.engine.vllm_engine import AdapterLoadFailed, EngineRejected, EngineUnavailable, TextEngine
+from server.serving.lora import AdapterStore
 from server.serving.prompts import render_prompt
 from server.serving.requests import TextRequest
 from server.serving.sampling import generation_params
@@ -22,6 +23,7 @@ class PreparedText:
     request: TextRequest
     prompt_token_ids: list[int]
     params: GenerationParams
+    adapter: Adapter | None = None
 
 
 @dataclass
@@ -46,16 +48,19 @@ class Completion:
 class TextService:
     """One served text model: the public name's config and the engine behind it."""
 
-    def __init__(self, model: ModelConfig, engine: TextEngine):
+    def __init__(self, model: ModelConfig, engine: TextEngine, adapters: AdapterStore):
         self.model = model
         self.engine = engine
+        self.adapters = adapters
 
     async def prepare(self, request: TextRequest, requested_model: str) -> PreparedText:
         """Render and check `request`; errors name the model as the client called it."""
         if not self.engine.is_ready():
             raise errors.capacity_exceeded(status=503, retry_after_s=5)
+        adapter = None
         if request.lora is not None:
-            raise errors.lora_not_supported(requested_model)
+            # 405 / 5005 when this model has LoRA off; an unknown fine-tune is the client's 400.
+            adapter = self.adapters.adapter_for(requested_model, request.lora)
         # Tokenizing a long prompt takes a while; keep the event loop free for other requests.
         prompt_token_ids = await asyncio.to_thread(render_prompt, self.engine.tokenizer, request)
         if not prompt_token_ids:
@@ -64,13 +69,16 @@ class TextService:
         requested = len(prompt_token_ids) + params.max_tokens
         if requested > self.model.context_window:
             raise errors.context_window_exceeded(requested, self.model.context_window)
-        return PreparedText(request, prompt_token_ids, params)
+        return PreparedText(request, prompt_token_ids, params, adapter)
 
     async def stream(self, prepared: PreparedText, request_id: str) -> AsyncIterator[TextDelta]:
         """Deltas as the engine makes them; closing this early aborts the engine request."""
         try:
-            async for delta in self.engine.generate(prepared.prompt_token_ids, prepared.params, request_id):
+            async for delta in self.engine.generate(prepared.prompt_token_ids, prepared.params, request_id,
+                                                    prepared.adapter):
                 yield delta
+        except AdapterLoadFailed as exc:
+            raise errors.finetune_failed_to_load(str(exc)) from exc
         except EngineUnavailable as exc:
             raise errors.capacity_exceeded(status=503, retry_after_s=5) from exc
         except EngineRejected as exc:
