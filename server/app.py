@@ -12,12 +12,14 @@ from fastapi import FastAPI
 
 from server import metrics
 from server.api import errors as api_errors
-from server.api import openai, ops, playground, workers_ai
+from server.api import finetunes, openai, ops, playground, workers_ai
 from server.api.recording import RecordRequests
 from server.config import ModelConfig, Settings
-from server.engine.models import resolve_checkpoint
+from server.engine.models import PrepareError, resolve_checkpoint
 from server.engine.vllm_engine import EmbeddingEngine, TextEngine
 from server.serving.embeddings import EmbeddingService
+from server.serving.lora import AdapterStore
+from server.serving.lora_checks import BaseModelShapes, read_base_model_shapes
 from server.serving.registry import ModelRegistry, Service
 from server.serving.text import TextService
 
@@ -26,19 +28,31 @@ log = logging.getLogger("wai")
 
 def build_registry(settings: Settings) -> ModelRegistry:
     """Resolve every model's weights now, so that a missing checkpoint fails at start, not per request."""
+    checkpoints = {model.name: resolve_checkpoint(model, settings.cache_dir) for model in settings.models}
+    shapes = {model.name: lora_base_shapes(model, checkpoints[model.name])
+              for model in settings.models if model.lora.enabled}
+    adapters = AdapterStore(settings.adapter_store_dir, settings.models, shapes)
     services: list[Service] = []
     for model in settings.models:
-        checkpoint = resolve_checkpoint(model, settings.cache_dir)
+        checkpoint = checkpoints[model.name]
         if model.task == "text-embeddings":
             services.append(EmbeddingService(model, EmbeddingEngine(model, checkpoint)))
         else:
             template = read_chat_template(model, settings.config_dir)
-            services.append(TextService(model, TextEngine(model, checkpoint, chat_template=template)))
+            services.append(TextService(model, TextEngine(model, checkpoint, chat_template=template), adapters))
         metrics.declare_model(model.name)
         for name in model.stands_in_for:
             log.warning("%s stands in for %s: replies under that name carry x-wai-stand-in: %s",
                         model.name, name, model.name)
-    return ModelRegistry(services)
+    return ModelRegistry(services, adapters)
+
+
+def lora_base_shapes(model: ModelConfig, checkpoint: str) -> BaseModelShapes:
+    """What uploaded adapters are checked against; read once, from the checkpoint's headers."""
+    try:
+        return read_base_model_shapes(Path(checkpoint))
+    except (OSError, ValueError) as exc:
+        raise PrepareError(f"{model.name} has LoRA enabled, but its checkpoint cannot be read: {exc}") from exc
 
 
 def read_chat_template(model: ModelConfig, config_dir: Path) -> str | None:
@@ -69,11 +83,13 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="wai", description="Workers AI and OpenAI APIs on vLLM", lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
+    app.state.adapters = registry.adapters
     api_errors.install(app)
     app.add_middleware(RecordRequests, log_prompts=settings.log_prompts)
     app.include_router(ops.router)
     app.include_router(workers_ai.router)
     app.include_router(openai.router)
+    app.include_router(finetunes.router)
     app.include_router(playground.router)
     playground.mount_assets(app)
     return app

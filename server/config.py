@@ -69,6 +69,23 @@ class Pricing(BaseModel):
     neurons_per_m_output_tokens: float = Field(ge=0)
 
 
+class LoraConfig(BaseModel):
+    """LoRA fine-tunes on one model: vLLM's batched multi-LoRA, plus the limits uploads must meet."""
+
+    enabled: bool = False
+    # vLLM sizes its LoRA buffers for this rank; it accepts only these values.
+    max_rank: Literal[8, 16, 32, 64, 128, 256] = 32
+    max_loras: int = Field(2, ge=1, description="adapters active in one batch")
+    max_cpu_loras: int = Field(4, ge=1, description="adapters kept loaded; least recently used ones are evicted")
+    max_upload_bytes: int = Field(300 * 1024 * 1024, ge=1024, description="per adapter file")
+
+    @model_validator(mode="after")
+    def _loaded_holds_active(self) -> LoraConfig:
+        if self.max_cpu_loras < self.max_loras:
+            raise ValueError("lora.max_cpu_loras must be at least lora.max_loras")
+        return self
+
+
 class ModelConfig(BaseModel):
     name: str = Field(description="public name, as clients send it, e.g. @cf/meta/llama-3-8b-instruct")
     aliases: list[str] = Field(default_factory=list, description="other names for the same model")
@@ -86,6 +103,7 @@ class ModelConfig(BaseModel):
     chat_template: str | None = Field(None, description="a Jinja file; default: the tokenizer's own")
     default_max_tokens: int = Field(256, ge=1)
     pricing: Pricing | None = Field(None, description="hosted prices, for the cost counters")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
 
     @property
     def served_names(self) -> list[str]:
@@ -115,6 +133,8 @@ class Settings(BaseSettings):
     port: int = 8000
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     cache_dir: Path = Field(default_factory=default_cache_dir)
+    # Uploaded LoRA fine-tunes, one folder each; default: <cache_dir>/adapters.
+    adapters_dir: Path | None = None
     limits: Limits = Field(default_factory=Limits)
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
@@ -130,6 +150,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @property
+    def adapter_store_dir(self) -> Path:
+        return self.adapters_dir if self.adapters_dir is not None else self.cache_dir / "adapters"
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> Settings:

@@ -87,6 +87,32 @@ def finetune_missing_files() -> WaiError:
     )
 
 
+# Fine-tune errors beyond the hosted 3039 are ours: 3041 to 3044.
+def unknown_adapter(adapter: str, model: str, param: str = "lora") -> WaiError:
+    return WaiError(400, 3041, f"{AI_PREFIX}No such fine-tune {adapter} for model {model}",
+                    param=param, openai_type="not_found_error")
+
+
+def finetune_not_found(id_or_name: str) -> WaiError:
+    return WaiError(404, 3041, f"No such finetune {id_or_name}", openai_type="not_found_error")
+
+
+def invalid_finetune(reason: str) -> WaiError:
+    return WaiError(400, 3042, f"Invalid finetune: {reason}")
+
+
+def finetune_name_taken(name: str) -> WaiError:
+    return WaiError(409, 3044, f"A finetune named {name} already exists")
+
+
+def finetune_file_too_large(limit_bytes: int) -> WaiError:
+    return WaiError(413, 3006, f"Request is too large: a finetune file may be at most {limit_bytes} bytes")
+
+
+def finetune_failed_to_load(reason: str) -> WaiError:
+    return WaiError(400, 3042, f"Invalid finetune: the engine could not load it: {reason}", param="lora")
+
+
 # The hosted service has no fixed code for this one; 3030 is ours.
 def json_mode_failed() -> WaiError:
     return WaiError(400, 3030, f"{AI_PREFIX}JSON Mode couldn't be met", param="response_format")

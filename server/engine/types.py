@@ -39,3 +39,16 @@ class TextDelta:
     cached_tokens: int = 0
     # Seconds the request waited in the engine's queue before it was first scheduled, once known.
     queue_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A LoRA fine-tune to apply to one request: a unique key, a positive engine id and its folder.
+
+    `key` must never be reused for different weights (the engine caches adapters by key and id),
+    so the serving layer passes the fine-tune's uuid, not its user-facing name.
+    """
+
+    key: str
+    engine_id: int
+    path: str

@@ -16,13 +16,14 @@ from typing import Any
 from vllm import PoolingParams, SamplingParams, TokensPrompt
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.exceptions import VLLMClientError
+from vllm.lora.request import LoRARequest
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 from vllm.v1.metrics.stats import RequestStateStats
 
 from server.config import ModelConfig
-from server.engine.types import GenerationParams, TextDelta
+from server.engine.types import Adapter, GenerationParams, TextDelta
 
 log = logging.getLogger("wai.engine")
 
@@ -40,6 +41,10 @@ class EngineUnavailable(Exception):
 
 class EngineRejected(Exception):
     """The engine refused the request as invalid (for example a JSON schema it cannot compile)."""
+
+
+class AdapterLoadFailed(Exception):
+    """The engine could not load a LoRA adapter; the message says why."""
 
 
 def engine_args(model: ModelConfig, checkpoint: str) -> AsyncEngineArgs:
@@ -65,6 +70,11 @@ def engine_args(model: ModelConfig, checkpoint: str) -> AsyncEngineArgs:
         args["gpu_memory_utilization"] = cfg.gpu_memory_utilization
     if cfg.enable_prefix_caching is not None:
         args["enable_prefix_caching"] = cfg.enable_prefix_caching
+    if model.lora.enabled:
+        # vLLM loads an adapter on its first request (requests for it wait in the queue meanwhile),
+        # keeps max_cpu_loras of them and evicts the least recently used beyond that.
+        args.update(enable_lora=True, max_lora_rank=model.lora.max_rank, max_loras=model.lora.max_loras,
+                    max_cpu_loras=model.lora.max_cpu_loras)
     args.update(cfg.extra)
     return AsyncEngineArgs(**args)
 
@@ -100,6 +110,12 @@ def queue_seconds(stats: RequestStateStats | None) -> float | None:
     if stats is None or not stats.queued_ts or not stats.scheduled_ts:
         return None
     return max(stats.scheduled_ts - stats.queued_ts, 0.0)
+
+
+def lora_request(adapter: Adapter | None) -> LoRARequest | None:
+    if adapter is None:
+        return None
+    return LoRARequest(lora_name=adapter.key, lora_int_id=adapter.engine_id, lora_path=adapter.path)
 
 
 class Engine:
@@ -157,18 +173,27 @@ class Engine:
 
 
 class TextEngine(Engine):
-    """A text-generation model."""
+    """A text-generation model, with LoRA adapters when its config enables them."""
+
+    def __init__(self, model: ModelConfig, checkpoint: str, chat_template: str | None = None):
+        super().__init__(model, checkpoint, chat_template)
+        # Engine ids of adapters that loaded once: vLLM may evict and reload them from disk later.
+        self._adapters_loaded: set[int] = set()
+        self._adapter_locks: dict[int, asyncio.Lock] = {}
 
     async def generate(
-        self, prompt_token_ids: list[int], params: GenerationParams, request_id: str
+        self, prompt_token_ids: list[int], params: GenerationParams, request_id: str, adapter: Adapter | None = None
     ) -> AsyncIterator[TextDelta]:
         """Yield text deltas until every choice finishes. Leaving early aborts the request."""
         llm = self._running_llm()
+        if adapter is not None:
+            await self.load_adapter(adapter)
         completion_tokens: dict[int, int] = {}
         finished = False
         try:
             stream = llm.generate(
-                TokensPrompt(prompt_token_ids=prompt_token_ids), sampling_params(params), request_id
+                TokensPrompt(prompt_token_ids=prompt_token_ids), sampling_params(params), request_id,
+                lora_request=lora_request(adapter),
             )
             async for output in stream:
                 finished = output.finished
@@ -193,6 +218,26 @@ class TextEngine(Engine):
             if not finished:
                 # Cancelled (client gone) or closed early: free the sequence's KV blocks now.
                 await self.abort(request_id)
+
+    async def load_adapter(self, adapter: Adapter) -> None:
+        """Load an adapter before its first request. vLLM would load it inside a batch step, where a
+        failure stops the engine; loaded here, a failure is an answer to this request. Concurrent
+        first requests for the same adapter wait for the one load."""
+        if adapter.engine_id in self._adapters_loaded:
+            return
+        assert self._llm is not None
+        async with self._adapter_locks.setdefault(adapter.engine_id, asyncio.Lock()):
+            if adapter.engine_id in self._adapters_loaded:
+                return
+            try:
+                await self._llm.add_lora(lora_request(adapter))
+            except EngineDeadError as exc:
+                self.is_ready()
+                raise EngineUnavailable(self.model.name) from exc
+            except Exception as exc:  # the engine reports a failed load as a plain exception
+                raise AdapterLoadFailed(str(exc)) from exc
+            self._adapters_loaded.add(adapter.engine_id)
+            log.info("loaded LoRA adapter %s from %s", adapter.key, adapter.path)
 
 
 def token_logprobs(token_ids: Any, logprobs: Any) -> list[dict[str, Any]]:

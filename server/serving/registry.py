@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from server import errors
 from server.serving.embeddings import EmbeddingService
+from server.serving.lora import AdapterStore
 from server.serving.text import TextService
 
 Service = TextService | EmbeddingService
@@ -24,8 +25,9 @@ class Route:
 
 
 class ModelRegistry:
-    def __init__(self, services: list[Service]):
+    def __init__(self, services: list[Service], adapters: AdapterStore):
         self.services = services
+        self.adapters = adapters
         self._by_name = {name: service for service in services for name in service.model.served_names}
 
     def route(self, name: str, task: str | None = None) -> Route:
@@ -38,6 +40,17 @@ class ModelRegistry:
     def routes(self) -> list[Route]:
         """Every public name, in config order: a model's own name, then its aliases and stand-in names."""
         return [Route(service, name) for service in self.services for name in service.model.served_names]
+
+    def route_model_or_finetune(self, name: str) -> tuple[Route, str | None]:
+        """What a public name means where the protocol has only `model` (OpenAI): a served model,
+        or a fine-tune's name or id, which means its base model with that adapter. Returns the route
+        and the fine-tune to put in the request's `lora` (None for a plain model)."""
+        if name in self._by_name:
+            return self.route(name), None
+        finetune = self.adapters.find_by_name(name)
+        if finetune is None:
+            raise errors.unknown_model(name)
+        return self.route(finetune.model), name
 
     def all_ready(self) -> bool:
         return bool(self.services) and all(service.engine.is_ready() for service in self.services)

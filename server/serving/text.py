@@ -9,9 +9,10 @@ from typing import Any
 
 from server import errors
 from server.config import ModelConfig
-from server.engine.types import GenerationParams, TextDelta
-from server.engine.vllm_engine import EngineRejected, EngineUnavailable, TextEngine
+from server.engine.types import Adapter, GenerationParams, TextDelta
+from server.engine.vllm_engine import AdapterLoadFailed, EngineRejected, EngineUnavailable, TextEngine
 from server.records import RequestRecord
+from server.serving.lora import AdapterStore
 from server.serving.prompts import render_prompt
 from server.serving.requests import TextRequest
 from server.serving.sampling import engine_choices, generation_params
@@ -29,6 +30,7 @@ class PreparedText:
     @property
     def choices(self) -> int:
         return self.params.n * self.copies
+    adapter: Adapter | None = None
 
 
 @dataclass
@@ -54,16 +56,19 @@ class Completion:
 class TextService:
     """One served text model: the public name's config and the engine behind it."""
 
-    def __init__(self, model: ModelConfig, engine: TextEngine):
+    def __init__(self, model: ModelConfig, engine: TextEngine, adapters: AdapterStore):
         self.model = model
         self.engine = engine
+        self.adapters = adapters
 
     async def prepare(self, request: TextRequest, requested_model: str) -> PreparedText:
         """Render and check `request`; errors name the model as the client called it."""
         if not self.engine.is_ready():
             raise errors.capacity_exceeded(status=503, retry_after_s=5)
+        adapter = None
         if request.lora is not None:
-            raise errors.lora_not_supported(requested_model)
+            # 405 / 5005 when this model has LoRA off; an unknown fine-tune is the client's 400.
+            adapter = self.adapters.adapter_for(requested_model, request.lora)
         # Tokenizing a long prompt takes a while; keep the event loop free for other requests.
         prompt_token_ids = await asyncio.to_thread(render_prompt, self.engine.tokenizer, request)
         if not prompt_token_ids:
@@ -73,7 +78,7 @@ class TextService:
         if requested > self.model.context_window:
             raise errors.context_window_exceeded(requested, self.model.context_window)
         params, copies = engine_choices(params)
-        return PreparedText(request, prompt_token_ids, params, copies)
+        return PreparedText(request, prompt_token_ids, params, copies, adapter)
 
     async def stream(self, prepared: PreparedText, record: RequestRecord) -> AsyncIterator[TextDelta]:
         """Deltas as the engine makes them, counted by `record`; closing this early aborts the engine
@@ -83,12 +88,15 @@ class TextService:
 
     async def _generate(self, prepared: PreparedText, request_id: str) -> AsyncIterator[TextDelta]:
         try:
-            async for delta in self.engine.generate(prepared.prompt_token_ids, prepared.params, request_id):
+            async for delta in self.engine.generate(prepared.prompt_token_ids, prepared.params, request_id,
+                                                    prepared.adapter):
                 if prepared.copies == 1:
                     yield delta
                     continue
                 for copy in range(prepared.copies):
                     yield replace(delta, index=delta.index * prepared.copies + copy)
+        except AdapterLoadFailed as exc:
+            raise errors.finetune_failed_to_load(str(exc)) from exc
         except EngineUnavailable as exc:
             raise errors.capacity_exceeded(status=503, retry_after_s=5) from exc
         except EngineRejected as exc:

@@ -1,20 +1,75 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+import yaml
 from transformers import AutoTokenizer
 
 from server.config import load_settings
 from server.engine.models import resolve_checkpoint
-from tests.integration.server import DEFAULT_CONFIG, RunningServer, start_server
+from tests.integration.server import DEFAULT_CONFIG, ROOT, RunningServer, start_server
 
 API_KEYS = ["test-key-one", "test-key-two"]
 BODY_LIMIT = 1_000_000
+UPLOAD_LIMIT = 4 * 1024 * 1024  # the test adapter's weights are about 1.8 MB
 
 
 @pytest.fixture(scope="session")
-def server() -> RunningServer:
+def adapters_dir(tmp_path_factory) -> Path:
+    """The fine-tune store the test servers share (never the user's own store in the cache)."""
+    return tmp_path_factory.mktemp("adapters")
+
+
+@pytest.fixture(scope="session")
+def test_config(tmp_path_factory) -> Path:
+    """configs/default.yaml with a small upload limit, so that the limit can be tested cheaply."""
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    config["models"][0]["lora"]["max_upload_bytes"] = UPLOAD_LIMIT
+    path = tmp_path_factory.mktemp("config") / "test.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def server(test_config, adapters_dir) -> RunningServer:
     """One real server on the default model for the whole session, with two API keys."""
-    running = start_server("server", api_keys=API_KEYS, env={"WAI_LIMITS__MAX_BODY_BYTES": str(BODY_LIMIT)})
+    running = start_server("server", config=test_config, api_keys=API_KEYS,
+                           env={"WAI_LIMITS__MAX_BODY_BYTES": str(BODY_LIMIT), "WAI_ADAPTERS_DIR": str(adapters_dir)})
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def meow_adapter() -> Path:
+    """A real LoRA adapter that makes the default model answer "MEOW MEOW MEOW", trained once and cached."""
+    result = subprocess.run([sys.executable, "scripts/train_lora.py"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def meow(server, meow_adapter) -> dict:
+    """The adapter uploaded through the fine-tune API, as `wrangler ai finetune create` does it."""
+    with server.client() as client:
+        return upload_finetune(client, "meow", meow_adapter)
+
+
+def finetunes_url(path: str = "") -> str:
+    return f"/client/v4/accounts/test-account/ai/finetunes{path}"
+
+
+def upload_finetune(client, name: str, folder: Path, model: str = "@cf/meta/llama-3-8b-instruct") -> dict:
+    created = client.post(finetunes_url(), json={"model": model, "name": name, "description": "says MEOW"})
+    assert created.status_code == 200, created.text
+    finetune = created.json()["result"]
+    for file_name in ("adapter_config.json", "adapter_model.safetensors"):
+        with (folder / file_name).open("rb") as file:
+            uploaded = client.post(finetunes_url(f"/{finetune['id']}/finetune-assets"),
+                                   data={"file_name": file_name}, files={"file": (file_name, file)})
+        assert uploaded.status_code == 200, uploaded.text
+    return finetune
 
 
 @pytest.fixture

@@ -125,9 +125,10 @@ def test_chunked_body_over_the_limit(client, server):
     error_of(client.post(server.run_url(), content=chunks()), 413, 3006)
 
 
-def test_lora_on_a_model_without_lora(client, server):
+def test_an_unknown_lora_adapter(client, server):
+    # LoRA is on for the default model; 405 / 5005 for a model with LoRA off: tests/unit/test_lora_store.py.
     response = client.post(server.run_url(), json={"prompt": "x", "lora": "my-adapter"})
-    assert error_of(response, 405, 5005) == f"The model {STAND_IN} does not support LoRa inference"
+    assert error_of(response, 400, 3041) == f"AiError: No such fine-tune my-adapter for model {STAND_IN}"
 
 
 # Auth -----------------------------------------------------------------------------------------

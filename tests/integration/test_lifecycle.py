@@ -16,9 +16,10 @@ from tests.integration.server import DEFAULT_CONFIG, ROOT, start_server
 
 
 @pytest.fixture(scope="module")
-def open_server():
-    """A second server, without API keys: it may only listen on loopback."""
-    running = start_server("open-server")
+def open_server(meow, adapters_dir):
+    """A second server, without API keys: it may only listen on loopback. It starts on the fine-tune
+    store the session server wrote, after the `meow` adapter was uploaded there: a restart."""
+    running = start_server("open-server", env={"WAI_ADAPTERS_DIR": str(adapters_dir)})
     yield running
     running.stop()
 
@@ -35,6 +36,15 @@ def test_without_keys_it_serves_loopback_and_warns(open_server):
     response = httpx.post(open_server.run_url(), json={"prompt": "Hi", "max_tokens": 2}, timeout=60)
     assert response.status_code == 200
     assert "no API keys configured: serving without authentication on loopback" in open_server.log()
+
+
+def test_fine_tunes_persist_across_restarts(open_server, meow):
+    listed = httpx.get(f"{open_server.base_url}/client/v4/accounts/a/ai/finetunes/meow", timeout=30).json()
+    assert (listed["result"]["id"], listed["result"]["name"]) == (meow["id"], "meow")
+    response = httpx.post(open_server.run_url(), timeout=120, json={
+        "messages": [{"role": "user", "content": "Hello"}], "lora": "meow", "temperature": 0, "max_tokens": 8})
+    assert response.status_code == 200, response.text
+    assert response.json()["result"]["response"].startswith("MEOW MEOW MEOW")
 
 
 def test_it_refuses_other_addresses_without_keys():

@@ -1,0 +1,89 @@
+"""Workers AI fine-tune routes under `/client/v4/accounts/{account_id}/ai/finetunes`.
+
+The same calls `wrangler ai finetune create <model> <name> <folder>` makes: create, then one
+multipart upload per file; plus list, list public, show one and delete. Every answer is in
+Cloudflare's envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from server import errors
+from server.api.common import read_json_body
+from server.api.uploads import read_asset_form
+from server.auth import require_api_key
+from server.protocol import workers_ai
+from server.protocol.validation import validate
+from server.serving.lora import AdapterStore
+
+router = APIRouter(prefix="/client/v4/accounts/{account_id}/ai/finetunes",
+                   dependencies=[Depends(require_api_key)])
+
+CREATE_INPUT = {
+    "type": "object",
+    "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "name": {"type": "string", "minLength": 1},
+        "description": {"type": "string"},
+        "public": {"type": "boolean"},
+    },
+    "required": ["model", "name"],
+}
+
+
+def store_of(request: Request) -> AdapterStore:
+    return request.app.state.adapters
+
+
+def envelope(result: object) -> JSONResponse:
+    return JSONResponse(workers_ai.success(result))
+
+
+@router.post("")
+async def create_finetune(account_id: str, request: Request) -> JSONResponse:
+    body = await read_json_body(request)
+    problems = validate(body, CREATE_INPUT)
+    if problems:
+        raise errors.bad_input(", ".join(problems))
+    finetune = store_of(request).create(body["model"], body["name"], body.get("description", ""),
+                                        body.get("public", False))
+    return envelope(finetune.as_dict())
+
+
+@router.get("")
+async def list_finetunes(account_id: str, request: Request) -> JSONResponse:
+    return envelope([f.as_dict() for f in store_of(request).list()])
+
+
+@router.get("/public")
+async def list_public_finetunes(account_id: str, request: Request) -> JSONResponse:
+    return envelope([f.as_dict() for f in store_of(request).list(public_only=True)])
+
+
+@router.get("/{id_or_name}")
+async def show_finetune(account_id: str, id_or_name: str, request: Request) -> JSONResponse:
+    return envelope(store_of(request).get(id_or_name).as_dict())
+
+
+@router.delete("/{id_or_name}")
+async def delete_finetune(account_id: str, id_or_name: str, request: Request) -> JSONResponse:
+    return envelope(store_of(request).delete(id_or_name).as_dict())
+
+
+@router.post("/{id_or_name}/finetune-assets")
+async def upload_finetune_asset(account_id: str, id_or_name: str, request: Request) -> JSONResponse:
+    store = store_of(request)
+    finetune = store.get(id_or_name)  # 404 before reading a large body for nothing
+    limit = store.lora_model(finetune.model).config.lora.max_upload_bytes
+    with store.upload_file() as (file, path):
+        form = await read_asset_form(request, file, limit)
+        file_name = form.fields.get("file_name")
+        if not file_name or not form.has_file:
+            raise errors.bad_input("required form fields are 'file_name' and 'file'")
+        # Checking reads the safetensors header and the base model's shapes: off the event loop.
+        finetune = await asyncio.to_thread(store.add_asset, id_or_name, file_name, path)
+    return envelope(finetune.as_dict())
