@@ -6,6 +6,8 @@ route builds, and the same services run it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -25,12 +27,14 @@ api = APIRouter(dependencies=[Depends(require_api_key)])
 async def chat_completions(request: Request):
     chat = openai.parse(openai.ChatCompletionRequest, await read_json_body(request))
     registry: ModelRegistry = request.app.state.registry
-    route = registry.route(chat.model, task="text-generation")
+    # `model` names a served model, or a fine-tune: its base model with that adapter.
+    route, finetune = registry.route_model_or_finetune(chat.model, task="text-generation")
     record = request_record(request)
     record.serve(route.service.model)
-    text_request = openai.text_request(chat)
+    text_request = replace(openai.text_request(chat), lora=finetune)
     record.show_input(text_request)
-    prepared = await route.service.prepare(text_request, chat.model)
+    prepared = await route.service.prepare(text_request, route.requested_name)
+    record.serve(route.service.model, lora=prepared.adapter_name)
     id, created = f"chatcmpl-{record.request_id}", openai.now()
     headers = reply_headers(route, record.request_id)
     top_logprobs = text_request.sampling.logprobs

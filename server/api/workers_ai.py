@@ -40,6 +40,7 @@ async def run(account_id: str, model: str, request: Request):
     text_request = workers_ai.parse_run_input(await read_json_body(request))
     record.show_input(text_request)
     prepared = await service.prepare(text_request, model)
+    record.serve(service.model, lora=prepared.adapter_name)
     headers = reply_headers(route, record.request_id)
 
     if text_request.stream:

@@ -52,3 +52,4 @@ class Adapter:
     key: str
     engine_id: int
     path: str
+    name: str = ""  # the fine-tune's name, for metric labels and logs

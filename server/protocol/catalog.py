@@ -70,6 +70,8 @@ def description(entry: Entry) -> str:
 
 def item(entry: Entry) -> dict[str, Any]:
     properties = [{"property_id": "context_window", "value": str(entry.model.context_window)}]
+    if entry.model.lora.enabled:  # as the hosted catalog marks models that take fine-tunes
+        properties.append({"property_id": "lora", "value": "true"})
     if entry.stands_in:
         properties.append({"property_id": "stand_in_for", "value": entry.name})
         properties.append({"property_id": "served_by", "value": entry.model.name})

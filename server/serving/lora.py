@@ -183,7 +183,7 @@ class AdapterStore:
             self._last_engine_id += 1
             self._engine_ids[finetune.id] = self._last_engine_id
         engine_id = self._engine_ids[finetune.id]
-        return Adapter(key=f"{finetune.id}@{engine_id}", engine_id=engine_id, path=str(folder))
+        return Adapter(key=f"{finetune.id}@{engine_id}", engine_id=engine_id, path=str(folder), name=finetune.name)
 
     def find_by_name(self, name: str) -> Finetune | None:
         """A fine-tune called `name` (or with that id), whatever its state; None if there is none."""

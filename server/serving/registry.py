@@ -41,16 +41,16 @@ class ModelRegistry:
         """Every public name, in config order: a model's own name, then its aliases and stand-in names."""
         return [Route(service, name) for service in self.services for name in service.model.served_names]
 
-    def route_model_or_finetune(self, name: str) -> tuple[Route, str | None]:
+    def route_model_or_finetune(self, name: str, task: str | None = None) -> tuple[Route, str | None]:
         """What a public name means where the protocol has only `model` (OpenAI): a served model,
         or a fine-tune's name or id, which means its base model with that adapter. Returns the route
         and the fine-tune to put in the request's `lora` (None for a plain model)."""
         if name in self._by_name:
-            return self.route(name), None
+            return self.route(name, task), None
         finetune = self.adapters.find_by_name(name)
         if finetune is None:
             raise errors.unknown_model(name)
-        return self.route(finetune.model), name
+        return self.route(finetune.model, task), name
 
     def all_ready(self) -> bool:
         return bool(self.services) and all(service.engine.is_ready() for service in self.services)

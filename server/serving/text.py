@@ -26,11 +26,15 @@ class PreparedText:
     prompt_token_ids: list[int]
     params: GenerationParams  # as the engine runs them
     copies: int = 1  # each engine choice answers this many of the client's choices
+    adapter: Adapter | None = None
 
     @property
     def choices(self) -> int:
         return self.params.n * self.copies
-    adapter: Adapter | None = None
+
+    @property
+    def adapter_name(self) -> str | None:
+        return self.adapter.name if self.adapter is not None else None
 
 
 @dataclass
