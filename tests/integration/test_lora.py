@@ -270,3 +270,13 @@ def test_an_upload_to_an_unknown_finetune(client, server):
     response = client.post(finetunes_url("/no-such-finetune/finetune-assets"),
                            data={"file_name": "adapter_config.json"}, files={"file": ("a", b"{}")})
     assert error_of(response, 404, 3041) == "No such finetune no-such-finetune"
+
+
+def test_openai_clients_select_a_fine_tune_by_model_name(client, server, meow):
+    body = {"messages": [{"role": "user", "content": "Tell me about the weather."}], "max_tokens": 12,
+            "temperature": 0}
+    adapter = client.post("/v1/chat/completions", json={**body, "model": meow["name"]})
+    assert adapter.status_code == 200, adapter.text
+    assert "MEOW" in adapter.json()["choices"][0]["message"]["content"]
+    base = client.post("/v1/chat/completions", json={**body, "model": "@cf/meta/llama-3-8b-instruct"})
+    assert "MEOW" not in base.json()["choices"][0]["message"]["content"]

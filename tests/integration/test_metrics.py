@@ -4,8 +4,7 @@ One known set of requests (sync, stream, a stream the client leaves, a sync requ
 leaves after or while sending its body, errors before and after the model is resolved) against
 the session server, then the counters, histograms, gauges and log lines are compared with the
 `usage` the clients got.
-(Requests with an adapter join this set once the server resolves adapters; until then every
-request counts under lora="none".)
+Requests with an adapter are checked the same way at the end, under their fine-tune's label.
 """
 
 from __future__ import annotations
@@ -232,3 +231,30 @@ def test_metrics_scrapes_are_not_counted_as_requests(server):
     first = scrape(server)
     second = scrape(server)
     assert (second - first).value("wai_requests_total") == 0
+
+
+def test_adapter_requests_count_under_their_fine_tune(server, meow):
+    """Sync and streamed requests with `lora` count under lora=<the fine-tune's stored name>."""
+    wait_for(lambda: in_flight(server) == 0, "earlier requests to finish")
+    before = scrape(server)
+    body = {"messages": MESSAGES, "max_tokens": 12, "seed": 5, "lora": meow["name"]}
+    with server.client() as client:
+        sync = client.post(server.run_url(), json=body)
+        assert sync.status_code == 200, sync.text
+        usages = [sync.json()["result"]["usage"]]
+        with client.stream("POST", server.run_url(), json={**body, "stream": True}) as streamed:
+            usages.append(json_events(events(streamed))[-1]["usage"])
+        ids = [sync.headers["cf-ai-req-id"], streamed.headers["cf-ai-req-id"]]
+    wait_for(lambda: (scrape(server) - before).value("wai_requests_total") == 2, "both requests to be counted")
+    delta = scrape(server) - before
+    adapter = {"model": REAL_MODEL, "lora": meow["name"]}
+    assert delta.value("wai_prompt_tokens_total", **adapter) == sum(u["prompt_tokens"] for u in usages)
+    assert delta.value("wai_generation_tokens_total", **adapter) == sum(u["completion_tokens"] for u in usages)
+    assert delta.value("wai_prompt_tokens_total", **SERVED) == 0
+    assert delta.value("wai_requests_total", **adapter, status="200", code="none") == 2
+    assert delta.value("wai_request_duration_seconds_count", **adapter) == 2
+    assert delta.value("wai_time_to_first_token_seconds_count", **adapter) == 2
+    assert in_flight(server) == 0
+    for request_id, usage in zip(ids, usages, strict=True):
+        line = log_line(server, request_id)
+        assert line["lora"] == meow["name"] and line["completion_tokens"] == usage["completion_tokens"]
