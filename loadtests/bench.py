@@ -116,6 +116,45 @@ def profiling(pid: int, out: Path, enabled: bool):
             spy.kill()
 
 
+def generated_tokens(base_url: str) -> float:
+    """Output tokens the server's engine has generated so far (vLLM's own counter, which both expose)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vllm:generation_tokens_total")
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of the server's own process: the front end, without the engine core's process."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+class FrontEndCost:
+    """Front-end CPU per generated token, per server, over a block of work. The machine's noise
+    slows every process alike but does not add CPU time, so this compares the layers directly."""
+
+    def __init__(self, servers: dict[str, tuple[int, str]]):
+        self.servers = servers  # name -> (pid, base URL)
+        self.start = {name: (cpu_seconds(pid), generated_tokens(url)) for name, (pid, url) in servers.items()}
+
+    def result(self) -> dict[str, dict[str, float]]:
+        result = {}
+        for name, (pid, url) in self.servers.items():
+            cpu0, tokens0 = self.start[name]
+            cpu, tokens = cpu_seconds(pid) - cpu0, generated_tokens(url) - tokens0
+            result[name] = {
+                "cpu_s": cpu,
+                "tokens": tokens,
+                "cpu_ms_per_token": 1000 * cpu / tokens if tokens else None,
+            }
+        return result
+
+
 def top_frames(collapsed: Path, limit: int = 20) -> list[tuple[str, int, float]]:
     """The functions most often on top of the sampled stacks: (frame, samples, share)."""
     counts: dict[str, int] = {}
@@ -172,7 +211,7 @@ VLLM_BENCH = (
 def agreement(
     args: argparse.Namespace, vllm_url: str, model: str, checkpoint: str, out: Path
 ) -> dict[str, Any]:
-    """`vllm bench serve` and `wai loadtest` on the same target with the same load, alternated twice."""
+    """`vllm bench serve` and `wai loadtest` on the same target with the same load, at the same time."""
     c, n, length = args.agreement_concurrency, args.agreement_requests, args.output_tokens
     vllm_argv = [
         "--backend",
@@ -225,26 +264,34 @@ def agreement(
         "--num-requests",
         str(n),
         "--warmup",
-        "1",
+        "0",
         "--no-progress",
     ]
     runs: dict[str, list[dict[str, float]]] = {"vllm bench serve": [], "wai loadtest": []}
     for i in range(args.agreement_repeats):
-        name = f"vllm-bench-{i}.json"
-        print(
-            f"\n$ python -c '<vllm.benchmarks.serve>' {shlex.join(vllm_argv)} --result-filename {name}",
-            flush=True,
-        )
-        subprocess.run(
-            [sys.executable, "-c", VLLM_BENCH, *vllm_argv, "--result-filename", name], check=True, cwd=ROOT
-        )
+        # Both tools at once, each with the same load: they see the same server on the same machine,
+        # so the machine's noise cannot tell them apart. `wai loadtest` starts once vLLM's tool has
+        # finished its own start-up and sends its first measured request.
+        name, folder = f"vllm-bench-{i}.json", out / f"wai-loadtest-{i}"
+        vllm_cmd = [sys.executable, "-c", VLLM_BENCH, *vllm_argv, "--result-filename", name]
+        ours_cmd = [sys.executable, "-m", "server.cli", "loadtest", *ours_argv, "--out", str(folder)]
+        print(f"\n$ python -c '<vllm.benchmarks.serve>' {shlex.join(vllm_argv)} --result-filename {name}")
+        print(f"$ wai loadtest {shlex.join([*ours_argv, '--out', str(folder)])}", flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        vllm_log = out / f"vllm-bench-{i}.log"
+        with vllm_log.open("w") as log:
+            theirs = subprocess.Popen(vllm_cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            while "Starting main benchmark run" not in vllm_log.read_text() and theirs.poll() is None:
+                time.sleep(0.2)
+            ours = subprocess.run(ours_cmd, cwd=ROOT, capture_output=True, text=True)
+            theirs.wait()
+        print(vllm_log.read_text()[-1500:] + ours.stdout[-2500:], flush=True)
+        if theirs.returncode or ours.returncode:
+            raise RuntimeError(f"agreement run failed: see {vllm_log}\n{ours.stderr[-2000:]}")
         result = json.loads((out / name).read_text())
         runs["vllm bench serve"].append(
             {"output_throughput": result["output_throughput"], "median_ttft_ms": result["median_ttft_ms"]}
         )
-        folder = out / f"wai-loadtest-{i}"
-        print(f"\n$ wai loadtest {shlex.join([*ours_argv, '--out', str(folder)])}", flush=True)
-        loadtest_cli.main([*ours_argv, "--out", str(folder)])
         summary = json.loads((folder / "report.json").read_text())["levels"][0]["summaries"]["A"]
         runs["wai loadtest"].append(
             {"output_throughput": summary["output_throughput"], "median_ttft_ms": summary["ttft_ms"]["p50"]}
@@ -269,16 +316,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     parser.add_argument("--out", type=Path, default=ROOT / "test-artifacts" / "bench")
     parser.add_argument("--concurrency", default="1,4,16,32")
-    parser.add_argument("--num-requests", default="16,16,32,64",
-                        help="per target at each concurrency level (one count, or one per level)")
+    parser.add_argument(
+        "--num-requests",
+        default="16,16,32,64",
+        help="per target at each concurrency level (one count, or one per level)",
+    )
     parser.add_argument("--output-tokens", type=int, default=128)
     parser.add_argument("--slo", default="ttft=2000,tpot=100")
     parser.add_argument("--profile", action="store_true", help="sample wai with py-spy during the sweep")
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--skip-agreement", action="store_true")
-    parser.add_argument("--agreement-concurrency", type=int, default=4)
-    parser.add_argument("--agreement-requests", type=int, default=48)
-    parser.add_argument("--agreement-repeats", type=int, default=2)
+    parser.add_argument("--agreement-concurrency", type=int, default=2, help="each tool's")
+    parser.add_argument("--agreement-requests", type=int, default=24)
+    parser.add_argument("--agreement-repeats", type=int, default=1)
     args = parser.parse_args(argv)
 
     from server.config import load_settings
@@ -306,9 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     record: dict[str, Any] = {"wai_command": shlex.join(wai_cmd), "vllm_command": shlex.join(vllm_cmd)}
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop both servers on the way out
     with ExitStack() as stack:
         wai = stack.enter_context(running("wai", wai_cmd, f"{wai_url}/readyz", args.out / "wai.log", env))
-        stack.enter_context(running("vllm serve", vllm_cmd, f"{vllm_url}/health", args.out / "vllm.log"))
+        vllm = stack.enter_context(
+            running("vllm serve", vllm_cmd, f"{vllm_url}/health", args.out / "vllm.log")
+        )
         if not args.skip_sweep:
             wai_openai = answers_openai(wai_url, model.name)
             record["wai_openai_endpoint"] = wai_openai
@@ -317,15 +370,24 @@ def main(argv: list[str] | None = None) -> int:
                     "note: this wai has no OpenAI endpoint yet: measuring its run endpoint only", flush=True
                 )
             profile_path = args.out / "wai-profile.txt"
+            cost = FrontEndCost({"wai": (wai.pid, wai_url), "vllm serve": (vllm.pid, vllm_url)})
             with profiling(wai.pid, profile_path, args.profile):
                 record["sweep_argv"], _ = sweep(
                     args, wai_url, vllm_url, model.name, wai_openai, args.out / "sweep"
+                )
+            record["front_end_cost"] = cost.result()
+            print("\nfront-end CPU per generated token over the sweep (warm-up included):")
+            for name, c in record["front_end_cost"].items():
+                print(
+                    f"  {name:12s} {c['cpu_s']:8.1f} s CPU / {c['tokens']:8.0f} tokens = "
+                    f"{c['cpu_ms_per_token'] or 0:.3f} ms per token"
                 )
             if args.profile and profile_path.exists():
                 record["profile_top"] = top_frames(profile_path)
                 print("\nwai front end, most sampled functions:")
                 for frame, n, share in record["profile_top"]:
                     print(f"  {share:6.1%} {n:6d}  {frame}")
+        save(record, args.out)
         if not args.skip_agreement:
             record["agreement"] = agreement(args, vllm_url, model.name, checkpoint, args.out / "agreement")
             print(
@@ -333,12 +395,15 @@ def main(argv: list[str] | None = None) -> int:
                 json.dumps(record["agreement"]["ratio_wai_over_vllm_bench"]),
                 flush=True,
             )
-    from loadtests.report import machine
-
-    record["machine"] = machine()
-    (args.out / "bench.json").write_text(json.dumps(record, indent=1) + "\n")
+    save(record, args.out)
     print(f"\nbench record: {args.out / 'bench.json'}")
     return 0
+
+
+def save(record: dict[str, Any], out: Path) -> None:
+    from loadtests.report import machine
+
+    (out / "bench.json").write_text(json.dumps({**record, "machine": machine()}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

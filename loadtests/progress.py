@@ -85,13 +85,14 @@ class Progress:
                     _f(r and r["output_throughput"], 3),
                     _f(r and r["ttft_ms"]["p50"], 3),
                 )
-        Console().print(table)
+        console = Console()
+        if not console.is_terminal:  # a log file: do not squeeze the table into 80 columns
+            console = Console(width=160)
+        console.print(table)
         for level in report["levels"]:
             for label, s in level["summaries"].items():
                 if s["errors"]:
-                    Console().print(
-                        f"{report['level_name']} {level['level']:g} {label}: errors {s['errors']}"
-                    )
+                    console.print(f"{report['level_name']} {level['level']:g} {label}: errors {s['errors']}")
 
 
 def _f(value: float | None, digits: int = 1) -> str:

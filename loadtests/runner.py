@@ -53,9 +53,10 @@ class LoadPlan:
         requests = self.requests_at(level)
         if requests is None:
             return 4
-        # Rounds of at least two full waves of requests, so each round reaches its steady state.
-        per_round = 2 * (int(level) if self.mode == "closed" else 1)
-        return max(1, min(8, requests // max(1, per_round)))
+        # Rounds of two full waves of requests where there are enough (so each reaches its steady
+        # state), never under one wave, and at least two rounds so that every target goes first once.
+        wave = int(level) if self.mode == "closed" else 1
+        return max(1, min(8, requests // wave, max(2, requests // (2 * wave))))
 
 
 @dataclass

@@ -46,9 +46,10 @@ def test_rounds_split_a_level_into_slices_that_cover_every_request_once():
 def test_default_rounds_interleave_only_when_comparing():
     plan = LoadPlan(mode="closed", levels=[1.0, 4.0, 32.0], num_requests=64)
     assert plan.rounds_for(4.0, 1) == 1
-    assert [plan.rounds_for(c, 2) for c in (1.0, 4.0, 32.0)] == [8, 8, 1]
-    plan = LoadPlan(mode="closed", levels=[1.0, 32.0], num_requests=[16, 128])
+    assert [plan.rounds_for(c, 2) for c in (1.0, 4.0, 32.0)] == [8, 8, 2]  # every target goes first once
+    plan = LoadPlan(mode="closed", levels=[1.0, 32.0, 64.0], num_requests=[16, 128, 32])
     assert plan.requests_at(32.0) == 128 and plan.rounds_for(32.0, 3) == 2
+    assert plan.rounds_for(64.0, 2) == 1  # fewer requests than one wave: a single round
 
 
 def test_bundled_chat_prompts_are_varied_and_well_formed():
