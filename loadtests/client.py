@@ -24,9 +24,9 @@ class RequestRecord:
     status: int = 0
     error_code: str | None = None
     error: str | None = None
-    ttft: float | None = None  # time to the first event that carried text
-    itl: list[float] = field(default_factory=list)  # gaps between successive text events
-    last_token: float | None = None  # time to the last event that carried text
+    ttft: float | None = None  # time to the first event that carried output
+    itl: list[float] = field(default_factory=list)  # gaps between successive output events
+    last_token: float | None = None  # time to the last event that carried output
     e2e: float | None = None  # time to the end of the stream
     prompt_tokens: int | None = None
     output_tokens: int | None = None  # from the stream's `usage`
@@ -87,7 +87,7 @@ async def send(
                 event = protocol.parse(line[5:].strip())
                 if event.error is not None:
                     return _failed(record, f"stream:{event.error[0]}", event.error[1], started)
-                if event.text:
+                if event.token:
                     if record.ttft is None:
                         record.ttft = now
                     else:
@@ -109,7 +109,7 @@ async def send(
     if not done:
         return _failed(record, "truncated", "the stream ended without [DONE]", started)
     if record.ttft is None:
-        return _failed(record, "empty_response", "the stream carried no text", started)
+        return _failed(record, "empty_response", "the stream carried no output", started)
     if record.output_tokens is None:
         record.output_tokens, record.usage_missing = text_events, True
     record.e2e = time.perf_counter() - started

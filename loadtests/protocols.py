@@ -36,6 +36,7 @@ class Event:
     """What one server-sent event carried."""
 
     text: str = ""
+    token: bool = False  # carried generated output (possibly a token with no visible text)
     usage: dict[str, Any] | None = None
     error: tuple[str, str] | None = None  # (code, message)
     done: bool = False
@@ -82,7 +83,8 @@ class WorkersAI:
         if event.get("success") is False or event.get("errors"):
             return Event(error=_envelope_error(event))
         text = event.get("response")
-        return Event(text=text if isinstance(text, str) else "", usage=event.get("usage"))
+        text = text if isinstance(text, str) else ""
+        return Event(text=text, token=bool(text), usage=event.get("usage"))
 
     def error(self, body: bytes) -> tuple[str, str]:
         event = _json(body.decode(errors="replace"))
@@ -129,10 +131,11 @@ class OpenAIChat:
             return Event(error=("bad_event", data[:200]))
         if "error" in chunk or chunk.get("object") == "error":
             return Event(error=_openai_error(chunk))
-        text = ""
-        for choice in chunk.get("choices") or []:
-            text += (choice.get("delta") or {}).get("content") or ""
-        return Event(text=text, usage=chunk.get("usage"))
+        # A chunk with a choice carries output even when its text is empty (the role chunk vLLM sends
+        # with the first token, or a token that decodes to nothing): `vllm bench serve` counts those too.
+        choices = chunk.get("choices") or []
+        text = "".join((choice.get("delta") or {}).get("content") or "" for choice in choices)
+        return Event(text=text, token=bool(choices), usage=chunk.get("usage"))
 
     def error(self, body: bytes) -> tuple[str, str]:
         chunk = _json(body.decode(errors="replace"))

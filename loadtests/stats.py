@@ -1,9 +1,10 @@
 """Statistics of a run: latency distributions, throughput, goodput under an SLO, errors by code.
 
 Definitions (the same as `vllm bench serve`, so that the two tools can be compared):
-- time to first token (TTFT): request sent -> first event carrying text;
-- inter-token latency (ITL): the gaps between successive text events, pooled over all requests;
-- time per output token (TPOT): (last text event - first) / (output tokens - 1), per request;
+- time to first token (TTFT): request sent -> first event carrying output (a Workers AI event with
+  text; an OpenAI chunk with a choice, even one whose text is empty, as vLLM's benchmark counts);
+- inter-token latency (ITL): the gaps between successive output events, pooled over all requests;
+- time per output token (TPOT): (last output event - first) / (output tokens - 1), per request;
 - end-to-end (E2E): request sent -> end of the stream;
 - throughput: completed requests, or output tokens from `usage`, per second of wall time;
 - goodput: completed requests per second that met every bound of the SLO.

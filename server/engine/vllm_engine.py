@@ -10,8 +10,9 @@ import asyncio
 import dataclasses
 import enum
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from vllm import SamplingParams, TokensPrompt
 from vllm.engine.arg_utils import AsyncEngineArgs
@@ -24,6 +25,8 @@ from server.config import ModelConfig
 from server.engine.types import GenerationParams, TextDelta
 
 log = logging.getLogger("wai.engine")
+
+T = TypeVar("T")
 
 
 class EngineState(enum.StrEnum):
@@ -121,6 +124,7 @@ class TextEngine:
         self.chat_template = chat_template
         self.state = EngineState.STARTING
         self._llm: AsyncLLM | None = None
+        self._tokenizer_threads: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         """Build the engine off the event loop, so that health checks answer while it loads."""
@@ -132,6 +136,12 @@ class TextEngine:
             raise
         if self.chat_template is not None:
             self.tokenizer.chat_template = self.chat_template
+        # vLLM keeps one copy of the tokenizer per renderer worker, plus one for the event loop, and
+        # deep-copies the whole tokenizer (on the event loop too) whenever more threads use it at once.
+        # So tokenizer work runs on exactly that many threads.
+        self._tokenizer_threads = ThreadPoolExecutor(
+            max_workers=self._llm.model_config.renderer_num_workers, thread_name_prefix="wai-tokenizer"
+        )
         self.state = EngineState.READY
         log.info("engine for %s is ready", self.model.name)
 
@@ -189,7 +199,16 @@ class TextEngine:
         if self._llm is not None and not self._llm.errored:
             await self._llm.abort(request_id)
 
+    async def with_tokenizer(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(tokenizer, *args)` off the event loop, on the threads the tokenizer has copies for."""
+        if self._tokenizer_threads is None:
+            raise EngineUnavailable(self.model.name)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizer_threads, work, self.tokenizer, *args)
+
     async def stop(self) -> None:
         self.state = EngineState.STOPPED
         if self._llm is not None:
             self._llm.shutdown()
+        if self._tokenizer_threads is not None:
+            self._tokenizer_threads.shutdown(wait=False)

@@ -90,7 +90,10 @@ def test_events_of_both_wire_formats():
     )
     assert wai.parse(failure).error == ("3040", "busy")
     assert wai.parse("[DONE]").done and openai.parse("[DONE]").done
-    assert openai.parse('{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}').text == ""
+    role = openai.parse('{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}')
+    assert role.text == "" and role.token  # sent with the first token: it counts for TTFT
+    assert not openai.parse('{"choices":[],"usage":{"completion_tokens":2}}').token
+    assert wai.parse('{"response":"Hi"}').token and not wai.parse('{"response":""}').token
     assert openai.parse('{"choices":[{"index":0,"delta":{"content":"Hi"}}]}').text == "Hi"
     assert openai.parse('{"choices":[],"usage":{"completion_tokens":2}}').usage == {"completion_tokens": 2}
     assert openai.parse('{"error":{"message":"bad","type":"BadRequestError","code":400}}').error == (
