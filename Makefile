@@ -1,23 +1,25 @@
-# wai: `make serve` installs, prepares the default model and serves; `make test` installs and tests.
+# wai: `make serve` installs, prepares the default model and serves; `make test` installs and tests;
+# `make bench` measures wai against `vllm serve` side by side (long; see docs/benchmarks.md).
 VENV    ?= .venv
 CONFIG  ?= configs/default.yaml
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 WAI := $(VENV)/bin/wai
 INSTALLED     := $(VENV)/.wai-installed
 INSTALLED_DEV := $(VENV)/.wai-installed-dev
 
-.PHONY: serve test install install-dev test-tools prepare lint clean
+.PHONY: serve test bench install install-dev test-tools prepare lint clean
 
 # Re-install only when the dependencies or the install script change.
 $(INSTALLED): pyproject.toml scripts/install.sh
-	VENV=$(VENV) scripts/install.sh prepare
+	VENV=$(VENV) scripts/install.sh prepare,loadtest
 	touch $@
 
 $(INSTALLED_DEV): pyproject.toml scripts/install.sh
-	VENV=$(VENV) scripts/install.sh prepare,dev
+	VENV=$(VENV) scripts/install.sh prepare,dev,loadtest
 	touch $@ $(INSTALLED)
 
 install: $(INSTALLED)
@@ -36,6 +38,10 @@ serve: prepare
 test: $(INSTALLED_DEV) test-tools
 	$(WAI) prepare --config $(CONFIG)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: $(INSTALLED_DEV)
+	$(WAI) prepare --config $(CONFIG)
+	$(VENV)/bin/python -m loadtests.bench --config $(CONFIG) $(BENCH_ARGS)
 
 lint: $(INSTALLED_DEV)
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,4 @@
-"""The `wai` command: `wai serve` and `wai prepare`."""
+"""The `wai` command: `wai serve`, `wai prepare` and `wai loadtest`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     prepare = commands.add_parser("prepare", help="fetch and convert every model a config names")
     prepare.add_argument("--config", default="configs/default.yaml")
     prepare.set_defaults(run=run_prepare)
+
+    from loadtests import cli as loadtest_cli
+
+    loadtest = commands.add_parser("loadtest", description=loadtest_cli.__doc__,
+                                   help="measure latency and throughput of servers, side by side",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    loadtest_cli.add_arguments(loadtest)
+    loadtest.set_defaults(run=loadtest_cli.run)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

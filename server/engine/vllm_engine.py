@@ -8,10 +8,12 @@ Text models run on vLLM's generate runner, embedding models on its pooling runne
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from vllm import PoolingParams, SamplingParams, TokensPrompt
 from vllm.engine.arg_utils import AsyncEngineArgs
@@ -26,6 +28,8 @@ from server.config import ModelConfig
 from server.engine.types import Adapter, GenerationParams, TextDelta
 
 log = logging.getLogger("wai.engine")
+
+T = TypeVar("T")
 
 
 class EngineState(enum.StrEnum):
@@ -47,7 +51,8 @@ class AdapterLoadFailed(Exception):
     """The engine could not load a LoRA adapter; the message says why."""
 
 
-def engine_args(model: ModelConfig, checkpoint: str) -> AsyncEngineArgs:
+def engine_arg_values(model: ModelConfig, checkpoint: str) -> dict[str, Any]:
+    """The engine arguments of a model, as AsyncEngineArgs fields."""
     cfg = model.engine
     args: dict[str, Any] = {
         "runner": "pooling" if model.task == "text-embeddings" else "generate",
@@ -76,7 +81,31 @@ def engine_args(model: ModelConfig, checkpoint: str) -> AsyncEngineArgs:
         args.update(enable_lora=True, max_lora_rank=model.lora.max_rank, max_loras=model.lora.max_loras,
                     max_cpu_loras=model.lora.max_cpu_loras)
     args.update(cfg.extra)
-    return AsyncEngineArgs(**args)
+    return args
+
+
+def engine_args(model: ModelConfig, checkpoint: str) -> AsyncEngineArgs:
+    return AsyncEngineArgs(**engine_arg_values(model, checkpoint))
+
+
+def serve_flags(model: ModelConfig, checkpoint: str) -> list[str]:
+    """The same engine arguments as flags of vLLM's own OpenAI server, so that a benchmark runs both
+    servers on exactly the same engine. Arguments equal to vLLM's defaults are left out."""
+    defaults = {f.name: f.default for f in dataclasses.fields(AsyncEngineArgs)}
+    flags = []
+    for name, value in engine_arg_values(model, checkpoint).items():
+        if value == defaults.get(name):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is False:
+            flags.append("--no-" + name.replace("_", "-"))
+        elif isinstance(value, list | tuple):
+            flags += [flag, *map(str, value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
 
 
 def sampling_params(params: GenerationParams) -> SamplingParams:
@@ -127,6 +156,7 @@ class Engine:
         self.chat_template = chat_template
         self.state = EngineState.STARTING
         self._llm: AsyncLLM | None = None
+        self._tokenizer_threads: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         """Build the engine off the event loop, so that health checks answer while it loads."""
@@ -138,6 +168,12 @@ class Engine:
             raise
         if self.chat_template is not None:
             self.tokenizer.chat_template = self.chat_template
+        # vLLM keeps one copy of the tokenizer per renderer worker, plus one for the event loop, and
+        # deep-copies the whole tokenizer (on the event loop too) whenever more threads use it at once.
+        # So tokenizer work runs on exactly that many threads.
+        self._tokenizer_threads = ThreadPoolExecutor(
+            max_workers=self._llm.model_config.renderer_num_workers, thread_name_prefix="wai-tokenizer"
+        )
         self.state = EngineState.READY
         log.info("engine for %s is ready", self.model.name)
 
@@ -160,10 +196,19 @@ class Engine:
         if self._llm is not None and not self._llm.errored:
             await self._llm.abort(request_id)
 
+    async def with_tokenizer(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(tokenizer, *args)` off the event loop, on the threads the tokenizer has copies for."""
+        if self._tokenizer_threads is None:
+            raise EngineUnavailable(self.model.name)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizer_threads, work, self.tokenizer, *args)
+
     async def stop(self) -> None:
         self.state = EngineState.STOPPED
         if self._llm is not None:
             self._llm.shutdown()
+        if self._tokenizer_threads is not None:
+            self._tokenizer_threads.shutdown(wait=False)
 
     def _running_llm(self) -> AsyncLLM:
         if not self.is_ready():

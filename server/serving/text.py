@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -74,7 +73,7 @@ class TextService:
             # 405 / 5005 when this model has LoRA off; an unknown fine-tune is the client's 400.
             adapter = self.adapters.adapter_for(requested_model, request.lora)
         # Tokenizing a long prompt takes a while; keep the event loop free for other requests.
-        prompt_token_ids = await asyncio.to_thread(render_prompt, self.engine.tokenizer, request)
+        prompt_token_ids = await self.engine.with_tokenizer(render_prompt, request)
         if not prompt_token_ids:
             raise errors.bad_input("the prompt is empty after rendering", param="messages")
         params = generation_params(request.sampling, request.output, self.model.default_max_tokens)

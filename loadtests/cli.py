@@ -1,0 +1,245 @@
+"""`wai loadtest`: options, and the run from options to reports.
+
+One target:  wai loadtest --url http://127.0.0.1:8000 --protocol workers-ai \
+                 --model @cf/meta/llama-3-8b-instruct --concurrency 1,4,16 --out results
+Comparison:  repeat --url (and --protocol, --model, --api-key, --label where they differ); the first
+             target is the base of every ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def _numbers(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_argument_group(
+        "targets (repeat --url to compare; other target options given once apply to every target)"
+    )
+    target.add_argument(
+        "--url",
+        action="append",
+        required=True,
+        help="server root or API base URL, e.g. http://127.0.0.1:8000 or .../v1",
+    )
+    target.add_argument(
+        "--protocol",
+        action="append",
+        choices=["workers-ai", "openai"],
+        help="wire format: the Workers AI run endpoint or OpenAI chat completions (default workers-ai)",
+    )
+    target.add_argument("--model", action="append", help="model name (default @cf/meta/llama-3-8b-instruct)")
+    target.add_argument("--api-key", action="append", help="bearer token (default: $WAI_API_KEY)")
+    target.add_argument("--label", action="append", help="name of the target in reports (default A, B, ...)")
+
+    load = parser.add_argument_group("load")
+    loop = load.add_mutually_exclusive_group()
+    loop.add_argument(
+        "--concurrency", type=_numbers, help="closed loop: requests in flight, e.g. 1,4,16 (default 1)"
+    )
+    loop.add_argument(
+        "--rate",
+        type=_numbers,
+        help="open loop: request rates per second, e.g. 1,2,4 (inf sends all at once)",
+    )
+    load.add_argument(
+        "--burstiness",
+        type=float,
+        default=1.0,
+        help="open loop: 1 for Poisson arrivals, below 1 burstier, above 1 steadier",
+    )
+    load.add_argument("--max-concurrency", type=int, help="open loop: cap on requests in flight")
+    amount = load.add_mutually_exclusive_group()
+    amount.add_argument(
+        "--num-requests",
+        type=_numbers,
+        help="requests per target at each level, one count or one per level (default 32)",
+    )
+    amount.add_argument("--duration", type=float, help="seconds per level and target, instead of a count")
+    load.add_argument(
+        "--warmup", type=int, default=2, help="requests per target before measuring (default 2)"
+    )
+    load.add_argument(
+        "--rounds",
+        type=int,
+        help="interleaved rounds per level when comparing (default: waves of 2x concurrency)",
+    )
+    load.add_argument("--timeout", type=float, default=600.0, help="seconds before a request is abandoned")
+
+    prompts = parser.add_argument_group("prompts")
+    prompts.add_argument(
+        "--prompts",
+        choices=["chat", "synthetic"],
+        default="chat",
+        help="the bundled realistic chat prompts, or random text of --input-tokens",
+    )
+    prompts.add_argument("--input-tokens", type=int, default=128, help="synthetic prompt length in tokens")
+    prompts.add_argument("--output-tokens", type=int, default=128, help="max_tokens of every request")
+    prompts.add_argument(
+        "--tokenizer", help="tokenizer to make synthetic prompts exactly --input-tokens long"
+    )
+    prompts.add_argument(
+        "--ignore-eos",
+        action="store_true",
+        help="OpenAI protocol: ask vLLM-based servers to always generate --output-tokens",
+    )
+    prompts.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="sampling temperature (default 0: every target gives the same output)",
+    )
+    prompts.add_argument("--seed", type=int, default=0, help="seeds the prompts and the arrival times")
+
+    report = parser.add_argument_group("report")
+    report.add_argument("--slo", help="goodput bounds in ms, e.g. ttft=500,tpot=50")
+    report.add_argument("--out", type=Path, help="report folder (default loadtest-results/<time>)")
+    report.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def targets_from(args: argparse.Namespace):
+    from loadtests.protocols import Target
+
+    count = len(args.url)
+
+    def per_target(values: list[str] | None, default: str | None, option: str) -> list[str | None]:
+        values = values or [default]
+        if len(values) == 1:
+            return values * count
+        if len(values) != count:
+            raise ValueError(
+                f"{option} given {len(values)} times for {count} --url; give it once or once per --url"
+            )
+        return values
+
+    protocols = per_target(args.protocol, "workers-ai", "--protocol")
+    models = per_target(args.model, "@cf/meta/llama-3-8b-instruct", "--model")
+    keys = per_target(args.api_key, os.environ.get("WAI_API_KEY"), "--api-key")
+    labels = per_target(args.label, None, "--label")
+    labels = [label or chr(ord("A") + i) for i, label in enumerate(labels)]
+    if len(set(labels)) != count:
+        raise ValueError("every target needs its own --label")
+    return [
+        Target(lb, u, p, m, k)
+        for lb, u, p, m, k in zip(labels, args.url, protocols, models, keys, strict=True)
+    ]
+
+
+def plan_from(args: argparse.Namespace):
+    from loadtests.runner import LoadPlan
+
+    levels = args.rate or args.concurrency or [1.0]
+    num_requests = None if args.duration else [int(n) for n in (args.num_requests or [32])]
+    if num_requests is not None and len(num_requests) not in (1, len(levels)):
+        raise ValueError("--num-requests takes one count, or one per level")
+    if num_requests is not None and len(num_requests) == 1:
+        num_requests = num_requests[0]
+    if args.rate is None and any(not v.is_integer() for v in levels):
+        raise ValueError("--concurrency takes whole numbers")
+    return LoadPlan(
+        mode="open" if args.rate else "closed",
+        levels=levels,
+        num_requests=num_requests,
+        duration_s=args.duration,
+        warmup=args.warmup,
+        rounds=args.rounds,
+        burstiness=args.burstiness,
+        max_concurrency=args.max_concurrency,
+        timeout_s=args.timeout,
+        seed=args.seed,
+    )
+
+
+def prompts_from(args: argparse.Namespace, plan) -> list:
+    from loadtests import prompts
+
+    if args.prompts == "chat":
+        return prompts.chat_prompts(args.output_tokens)
+    count = max(*(plan.requests_at(level) or 256 for level in plan.levels), args.warmup, 1)
+    tokenizer = prompts.load_tokenizer(args.tokenizer) if args.tokenizer else None
+    return prompts.synthetic_prompts(count, args.input_tokens, args.output_tokens, args.seed, tokenizer)
+
+
+def options_record(args: argparse.Namespace) -> dict[str, Any]:
+    """The options as given, for the report; API keys left out."""
+    record = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in vars(args).items()
+        if k not in ("api_key", "run", "command")
+    }
+    record["argv"] = [a for a in sys.argv[1:]]
+    if args.api_key:
+        record["argv"] = _redact(record["argv"])
+    return record
+
+
+def _redact(argv: list[str]) -> list[str]:
+    out, hide = [], False
+    for a in argv:
+        out.append("***" if hide else (a.split("=", 1)[0] + "=***" if a.startswith("--api-key=") else a))
+        hide = a == "--api-key"
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from loadtests import report
+    from loadtests.progress import Progress
+    from loadtests.protocols import Sampling
+    from loadtests.runner import run_load
+    from loadtests.stats import SLO
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    try:
+        targets = targets_from(args)
+        plan = plan_from(args)
+        slo = SLO.parse(args.slo) if args.slo else None
+        prompt_set = prompts_from(args, plan)
+    except (ValueError, OSError) as exc:
+        print(f"wai loadtest: {exc}", file=sys.stderr)
+        return 2
+    if args.ignore_eos and any(t.protocol == "workers-ai" for t in targets):
+        print(
+            "wai loadtest: note: the Workers AI protocol has no ignore_eos; those targets stop at end of "
+            "sequence",
+            file=sys.stderr,
+        )
+    sampling = Sampling(temperature=args.temperature, seed=None, ignore_eos=args.ignore_eos)
+    out = args.out or Path("loadtest-results") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+    with Progress(targets, plan, enabled=not args.no_progress) as progress:
+        results = asyncio.run(
+            run_load(targets, prompt_set, sampling, plan, on_record=progress.record, on_level=progress.level)
+        )
+    built = report.build(targets, plan, results, slo, options_record(args))
+    files = report.write(built, out)
+    Progress.print_summary(built)
+    print(f"reports: {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="wai loadtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""One streamed request, timed event by event: what every measurement is built from."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+
+from loadtests.prompts import Prompt
+from loadtests.protocols import PROTOCOLS, Sampling, Target
+
+
+@dataclass
+class RequestRecord:
+    """The timings and outcome of one request. Times are seconds; `start` is from the run's start."""
+
+    target: str
+    level: float
+    prompt_id: str
+    start: float
+    ok: bool = False
+    status: int = 0
+    error_code: str | None = None
+    error: str | None = None
+    ttft: float | None = None  # time to the first event that carried output
+    itl: list[float] = field(default_factory=list)  # gaps between successive output events
+    last_token: float | None = None  # time to the last event that carried output
+    e2e: float | None = None  # time to the end of the stream
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None  # from the stream's `usage`
+    usage_missing: bool = False
+
+    @property
+    def tpot(self) -> float | None:
+        """Time per output token after the first: (last token - first token) / (tokens - 1)."""
+        if self.ttft is None or self.last_token is None or not self.output_tokens or self.output_tokens < 2:
+            return None
+        return (self.last_token - self.ttft) / (self.output_tokens - 1)
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "tpot": self.tpot}
+
+
+def http_client(concurrency: int, timeout: float) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(timeout, connect=10.0))
+
+
+async def send(
+    client: httpx.AsyncClient,
+    target: Target,
+    prompt: Prompt,
+    sampling: Sampling,
+    level: float,
+    run_start: float,
+) -> RequestRecord:
+    """Send one streamed chat request and record when each piece of it arrived. Never raises on
+    a failed request: a refused connection, an error status or an error event is recorded."""
+    protocol = PROTOCOLS[target.protocol]
+    headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
+    started = time.perf_counter()
+    record = RequestRecord(target.label, level, prompt.id, started - run_start)
+    text_events = 0
+    done = False
+    try:
+        async with client.stream(
+            "POST",
+            protocol.endpoint(target.url, target.model),
+            headers=headers,
+            json=protocol.body(prompt, target.model, sampling),
+        ) as response:
+            record.status = response.status_code
+            if response.status_code != 200:
+                code, message = protocol.error(await response.aread())
+                return _failed(
+                    record,
+                    f"{response.status_code}:{code}" if code else str(response.status_code),
+                    message,
+                    started,
+                )
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # blank separators, comments, `event:` lines
+                now = time.perf_counter() - started
+                event = protocol.parse(line[5:].strip())
+                if event.error is not None:
+                    return _failed(record, f"stream:{event.error[0]}", event.error[1], started)
+                if event.token:
+                    if record.ttft is None:
+                        record.ttft = now
+                    else:
+                        record.itl.append(now - record.last_token)
+                    record.last_token = now
+                    text_events += 1
+                if event.usage:
+                    record.prompt_tokens = event.usage.get("prompt_tokens")
+                    record.output_tokens = event.usage.get("completion_tokens")
+                if event.done:
+                    done = True
+                    break
+    except httpx.TimeoutException as exc:
+        return _failed(record, "timeout", repr(exc), started)
+    except httpx.ConnectError as exc:
+        return _failed(record, "connect_error", repr(exc), started)
+    except httpx.HTTPError as exc:
+        return _failed(record, "transport_error", repr(exc), started)
+    if not done:
+        return _failed(record, "truncated", "the stream ended without [DONE]", started)
+    if record.ttft is None:
+        return _failed(record, "empty_response", "the stream carried no output", started)
+    if record.output_tokens is None:
+        record.output_tokens, record.usage_missing = text_events, True
+    record.e2e = time.perf_counter() - started
+    record.ok = True
+    return record
+
+
+def _failed(record: RequestRecord, code: str, message: str, started: float) -> RequestRecord:
+    record.ok = False
+    record.error_code = code
+    record.error = message[:500]
+    record.e2e = time.perf_counter() - started
+    return record

@@ -1,0 +1,352 @@
+"""Reports of a run: report.json (summaries and every request), report.md (tables), PNG plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from loadtests.compare import ratios
+from loadtests.protocols import Target
+from loadtests.runner import LevelResult, LoadPlan
+from loadtests.stats import LATENCIES, LATENCY_NAMES, PERCENTILES, SLO, summarize
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or ""
+    memory_gib = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gib = round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": memory_gib,
+        "cpu": cpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def build(
+    targets: list[Target],
+    plan: LoadPlan,
+    results: list[LevelResult],
+    slo: SLO | None,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """The whole report as one JSON-ready dict. Ratios are each target over the first one."""
+    levels = []
+    for result in results:
+        summaries = {
+            t.label: summarize(result.records[t.label], result.busy_s[t.label], slo) for t in targets
+        }
+        base = summaries[targets[0].label]
+        levels.append(
+            {
+                "level": result.level,
+                "rounds": result.rounds,
+                "summaries": summaries,
+                "ratios": {t.label: ratios(base, summaries[t.label]) for t in targets[1:]},
+            }
+        )
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "options": options,
+        "mode": plan.mode,
+        "level_name": level_name(plan),
+        "slo": slo.as_json() if slo else None,
+        "targets": [
+            {"label": t.label, "url": t.url, "protocol": t.protocol, "model": t.model} for t in targets
+        ],
+        "levels": levels,
+        "requests": [r.as_json() for result in results for t in targets for r in result.records[t.label]],
+    }
+
+
+def level_name(plan: LoadPlan) -> str:
+    return "concurrency" if plan.mode == "closed" else "rate (req/s)"
+
+
+def write(report: dict[str, Any], out: Path) -> list[Path]:
+    """Write report.json, report.md and the plots into `out`; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "report.json", out / "report.md"]
+    files[0].write_text(json.dumps(report, indent=1) + "\n")
+    files[1].write_text(markdown(report))
+    return files + plots(report, out)
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _level(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    name = report["level_name"]
+    m = report["machine"]
+    lines = [
+        "# Load test report",
+        "",
+        f"{report['created']}, {report['mode']} loop, on {m['cpus']} CPUs ({m['cpu']}), "
+        f"{m['memory_gib']} GiB.",
+        "",
+        "Targets:",
+        "",
+        *(
+            f"- **{t['label']}**: {t['protocol']} at {t['url']}, model `{t['model']}`"
+            for t in report["targets"]
+        ),
+        "",
+    ]
+    if report["slo"]:
+        lines += [f"Goodput SLO (ms): {report['slo']}", ""]
+    header = [
+        name,
+        "target",
+        "ok",
+        "failed",
+        "req/s",
+        "out tok/s",
+        "goodput",
+        "mean out tok",
+        "TTFT p50",
+        "TTFT p99",
+        "TPOT p50",
+        "TPOT p99",
+        "ITL p50",
+        "ITL p99",
+        "E2E p50",
+        "E2E p99",
+    ]
+    rows = []
+    for level in report["levels"]:
+        for label, s in level["summaries"].items():
+            rows.append(
+                [
+                    _level(level["level"]),
+                    label,
+                    str(s["completed"]),
+                    str(s["failed"]),
+                    _fmt(s["request_throughput"], 2),
+                    _fmt(s["output_throughput"]),
+                    _fmt(s.get("goodput"), 2),
+                    _fmt(s["mean_output_tokens"]),
+                    *(_fmt(s[f"{m}_ms"][p]) for m in ("ttft", "tpot", "itl", "e2e") for p in ("p50", "p99")),
+                ]
+            )
+    lines += ["## Summary (latencies in ms)", "", *_table(header, rows)]
+
+    if any(level["ratios"] for level in report["levels"]):
+        base = report["targets"][0]["label"]
+        header = [
+            name,
+            "target",
+            "out tok/s",
+            "req/s",
+            "mean out tok",
+            "TTFT p50",
+            "TTFT p90",
+            "TTFT p99",
+            "TPOT p50",
+            "TPOT p99",
+            "ITL p50",
+            "E2E p50",
+            "E2E p99",
+        ]
+        rows = []
+        for level in report["levels"]:
+            for label, r in level["ratios"].items():
+                rows.append(
+                    [
+                        _level(level["level"]),
+                        label,
+                        _fmt(r["output_throughput"], 3),
+                        _fmt(r["request_throughput"], 3),
+                        _fmt(r["mean_output_tokens"], 3),
+                        _fmt(r["ttft_ms"]["p50"], 3),
+                        _fmt(r["ttft_ms"]["p90"], 3),
+                        _fmt(r["ttft_ms"]["p99"], 3),
+                        _fmt(r["tpot_ms"]["p50"], 3),
+                        _fmt(r["tpot_ms"]["p99"], 3),
+                        _fmt(r["itl_ms"]["p50"], 3),
+                        _fmt(r["e2e_ms"]["p50"], 3),
+                        _fmt(r["e2e_ms"]["p99"], 3),
+                    ]
+                )
+        lines += [
+            f"## Ratios to {base} (target / {base})",
+            "",
+            "Above 1: more throughput, or longer latency, than the base. Interleaved rounds, same prompts.",
+            "",
+            *_table(header, rows),
+        ]
+
+    for metric in LATENCIES:
+        header = [name, "target", "count", "mean", *(f"p{p}" for p in PERCENTILES)]
+        rows = []
+        for level in report["levels"]:
+            for label, s in level["summaries"].items():
+                d = s[f"{metric}_ms"]
+                rows.append(
+                    [
+                        _level(level["level"]),
+                        label,
+                        str(d["count"]),
+                        _fmt(d["mean"]),
+                        *(_fmt(d[f"p{p}"]) for p in PERCENTILES),
+                    ]
+                )
+        lines += [f"## {LATENCY_NAMES[metric].capitalize()} (ms)", "", *_table(header, rows)]
+
+    errors = [
+        (level["level"], label, code, n)
+        for level in report["levels"]
+        for label, s in level["summaries"].items()
+        for code, n in s["errors"].items()
+    ]
+    lines += ["## Errors by code", ""]
+    if errors:
+        lines += _table(
+            [name, "target", "code", "requests"], [[_level(lv), t, c, str(n)] for lv, t, c, n in errors]
+        )
+        samples = {}
+        for r in report["requests"]:
+            if not r["ok"]:
+                samples.setdefault(r["error_code"], r["error"])
+        lines += [f"- `{code}`: {message}" for code, message in samples.items()] + [""]
+    else:
+        lines += ["None.", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def plots(report: dict[str, Any], out: Path) -> list[Path]:
+    """Latency CDFs (one figure per metric, a panel per level, a line per target) and throughput and
+    time to first token against the load level, every target on the same axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [t["label"] for t in report["targets"]]
+    levels = [lv["level"] for lv in report["levels"]]
+    name = report["level_name"]
+    files = []
+
+    for metric in LATENCIES:
+        fig, axes = plt.subplots(1, len(levels), figsize=(4 * len(levels), 3.4), squeeze=False, sharey=True)
+        for ax, level in zip(axes[0], levels, strict=True):
+            for label in labels:
+                values = _values(report["requests"], label, level, metric)
+                if values:
+                    xs = np.sort(values)
+                    ax.plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=label)
+            ax.set_title(f"{name} {_level(level)}")
+            ax.set_xlabel(f"{LATENCY_NAMES[metric]} (ms)")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("fraction of requests" if metric != "itl" else "fraction of tokens")
+        axes[0][0].legend(fontsize="small")
+        fig.tight_layout()
+        files.append(_save(fig, out / f"cdf_{metric}.png"))
+
+    def by_level(label: str, pick) -> list[float | None]:
+        return [pick(lv["summaries"][label]) for lv in report["levels"]]
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label in labels:
+        left.plot(levels, by_level(label, lambda s: s["output_throughput"]), marker="o", label=label)
+        right.plot(levels, by_level(label, lambda s: s["request_throughput"]), marker="o", label=label)
+    left.set_ylabel("output tokens / s")
+    right.set_ylabel("requests / s")
+    for ax in (left, right):
+        _level_axis(ax, levels, name)
+    left.legend(fontsize="small")
+    fig.tight_layout()
+    files.append(_save(fig, out / "throughput.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i, label in enumerate(labels):
+        color = f"C{i}"
+        ax.plot(
+            levels,
+            by_level(label, lambda s: s["ttft_ms"]["p50"]),
+            marker="o",
+            color=color,
+            label=f"{label} p50",
+        )
+        ax.plot(
+            levels,
+            by_level(label, lambda s: s["ttft_ms"]["p99"]),
+            marker="x",
+            linestyle="--",
+            color=color,
+            label=f"{label} p99",
+        )
+    ax.set_ylabel("time to first token (ms)")
+    _level_axis(ax, levels, name)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    files.append(_save(fig, out / "ttft.png"))
+    return files
+
+
+def _values(requests: list[dict[str, Any]], label: str, level: float, metric: str) -> list[float]:
+    values: list[float] = []
+    for r in requests:
+        if r["ok"] and r["target"] == label and r["level"] == level:
+            if metric == "itl":
+                values.extend(v * 1000 for v in r["itl"])
+            elif r[metric] is not None:
+                values.append(r[metric] * 1000)
+    return values
+
+
+def _level_axis(ax, levels: list[float], name: str) -> None:
+    if len(levels) > 1 and min(levels) > 0 and max(levels) / min(levels) >= 8:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(levels, [_level(v) for v in levels])
+    ax.set_xlabel(name)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

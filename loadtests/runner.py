@@ -1,0 +1,245 @@
+"""Drive the load: closed loop (a fixed number of requests in flight) or open loop (Poisson arrivals).
+
+Each load level's work (N requests, or a duration) is split into rounds. In every round each
+target gets the same slice of prompts (and, in open loop, the same arrival times), one target
+after the other, in an order that rotates from round to round. Targets never share the machine
+while measured, and a slow spell of the machine falls on all of them alike, so ratios between
+targets stay sound on a noisy machine. With one target and one round this is a plain load test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import httpx
+
+from loadtests.client import RequestRecord, http_client, send
+from loadtests.prompts import Prompt, cycle
+from loadtests.protocols import Sampling, Target
+
+OnRecord = Callable[[RequestRecord], None]
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    mode: Literal["closed", "open"]
+    levels: list[float]  # concurrencies (closed loop) or request rates per second (open loop)
+    num_requests: int | list[int] | None = None  # per target at each level (or one per level); or duration_s
+    duration_s: float | None = None
+    warmup: int = 0  # requests per target before measuring, not recorded
+    rounds: int | None = None  # None: 1 for one target, several when comparing
+    burstiness: float = 1.0  # open loop: 1 is Poisson; lower is burstier, higher is steadier
+    max_concurrency: int | None = None  # open loop: cap on requests in flight
+    timeout_s: float = 600.0
+    seed: int = 0
+
+    def requests_at(self, level: float) -> int | None:
+        """Requests per target at a level; None when the level runs for a duration."""
+        if isinstance(self.num_requests, list):
+            return self.num_requests[self.levels.index(level)]
+        return self.num_requests
+
+    def rounds_for(self, level: float, targets: int) -> int:
+        if self.rounds is not None:
+            return self.rounds
+        if targets == 1:
+            return 1
+        requests = self.requests_at(level)
+        if requests is None:
+            return 4
+        # Rounds of two full waves of requests where there are enough (so each reaches its steady
+        # state), never under one wave, and at least two rounds so that every target goes first once.
+        wave = int(level) if self.mode == "closed" else 1
+        return max(1, min(8, requests // wave, max(2, requests // (2 * wave))))
+
+
+@dataclass
+class LevelResult:
+    """Every request at one load level, and the wall time each target spent serving its rounds."""
+
+    level: float
+    rounds: int
+    records: dict[str, list[RequestRecord]] = field(default_factory=dict)
+    busy_s: dict[str, float] = field(default_factory=dict)
+
+
+async def run_load(
+    targets: list[Target],
+    prompts: list[Prompt],
+    sampling: Sampling,
+    plan: LoadPlan,
+    on_record: OnRecord | None = None,
+    on_level: Callable[[float], None] | None = None,
+) -> list[LevelResult]:
+    run_start = time.perf_counter()
+    width = int(max(plan.levels)) if plan.mode == "closed" else (plan.max_concurrency or 1024)
+    clients = {t.label: http_client(max(width, plan.warmup, 1), plan.timeout_s) for t in targets}
+    try:
+        if plan.warmup:
+            for target in targets:
+                await asyncio.gather(
+                    *(
+                        send(clients[target.label], target, p, sampling, 0, run_start)
+                        for p in cycle(prompts, plan.warmup)
+                    )
+                )
+        results = []
+        for level in plan.levels:
+            if on_level:
+                on_level(level)
+            results.append(
+                await _run_level(targets, clients, prompts, sampling, plan, level, run_start, on_record)
+            )
+        return results
+    finally:
+        for client in clients.values():
+            await client.aclose()
+
+
+async def _run_level(targets, clients, prompts, sampling, plan, level, run_start, on_record) -> LevelResult:
+    rounds = plan.rounds_for(level, len(targets))
+    result = LevelResult(level, rounds, {t.label: [] for t in targets}, {t.label: 0.0 for t in targets})
+    arrivals = arrival_times(plan, level) if plan.mode == "open" else None
+    for r in range(rounds):
+        work = _round_slice(plan, level, prompts, arrivals, r, rounds)
+        order = targets[r % len(targets) :] + targets[: r % len(targets)]
+        for target in order:
+            began = time.perf_counter()
+            if plan.mode == "closed":
+                records = await closed_loop(
+                    clients[target.label],
+                    target,
+                    work.prompts,
+                    sampling,
+                    int(level),
+                    work.duration_s,
+                    run_start,
+                    on_record,
+                )
+            else:
+                records = await open_loop(
+                    clients[target.label],
+                    target,
+                    work.prompts,
+                    work.arrivals,
+                    sampling,
+                    level,
+                    plan.max_concurrency,
+                    run_start,
+                    on_record,
+                )
+            result.busy_s[target.label] += time.perf_counter() - began
+            result.records[target.label].extend(records)
+    return result
+
+
+@dataclass
+class _Slice:
+    prompts: list[Prompt]
+    arrivals: list[float] | None = None
+    duration_s: float | None = None
+
+
+def _round_slice(
+    plan: LoadPlan, level: float, prompts: list[Prompt], arrivals: list[float] | None, r: int, rounds: int
+) -> _Slice:
+    """Round r's share of the level: a slice of requests (and their arrival times), or of the duration."""
+    if arrivals is not None:
+        lo, hi = len(arrivals) * r // rounds, len(arrivals) * (r + 1) // rounds
+        base = arrivals[lo] if lo < len(arrivals) else 0.0
+        return _Slice(cycle(prompts, hi - lo, lo), [a - base for a in arrivals[lo:hi]])
+    if (requests := plan.requests_at(level)) is not None:
+        lo, hi = requests * r // rounds, requests * (r + 1) // rounds
+        return _Slice(cycle(prompts, hi - lo, lo))
+    return _Slice(prompts, duration_s=plan.duration_s / rounds)
+
+
+def arrival_times(plan: LoadPlan, rate: float) -> list[float]:
+    """Request send times for one open-loop level: gamma-distributed gaps with mean 1/rate.
+
+    Shape `burstiness` 1 gives Poisson arrivals; an infinite rate sends everything at once.
+    Seeded by the level, so every target and every rerun gets the same schedule.
+    """
+    rng = random.Random(f"{plan.seed}:{rate}")
+    requests = plan.requests_at(rate)
+    count = requests if requests is not None else math.inf
+    times: list[float] = []
+    now = 0.0
+    while len(times) < count:
+        if plan.duration_s is not None and now > plan.duration_s:
+            break
+        times.append(now)
+        if not math.isinf(rate):
+            now += rng.gammavariate(plan.burstiness, 1.0 / (rate * plan.burstiness))
+        elif requests is None:
+            raise ValueError("an infinite rate needs --num-requests")
+    return times
+
+
+async def closed_loop(
+    client: httpx.AsyncClient,
+    target: Target,
+    prompts: list[Prompt],
+    sampling: Sampling,
+    concurrency: int,
+    duration_s: float | None,
+    run_start: float,
+    on_record: OnRecord | None,
+) -> list[RequestRecord]:
+    """`concurrency` workers, each sending its next request as soon as its last one finished.
+    Stops after every prompt was sent once, or (given a duration) when the time is up."""
+    records: list[RequestRecord] = []
+    deadline = time.perf_counter() + duration_s if duration_s is not None else None
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        while True:
+            if deadline is None and next_index >= len(prompts):
+                return
+            if deadline is not None and time.perf_counter() >= deadline:
+                return
+            prompt = prompts[next_index % len(prompts)]
+            next_index += 1
+            record = await send(client, target, prompt, sampling, concurrency, run_start)
+            records.append(record)
+            if on_record:
+                on_record(record)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return records
+
+
+async def open_loop(
+    client: httpx.AsyncClient,
+    target: Target,
+    prompts: list[Prompt],
+    arrivals: list[float],
+    sampling: Sampling,
+    rate: float,
+    max_concurrency: int | None,
+    run_start: float,
+    on_record: OnRecord | None,
+) -> list[RequestRecord]:
+    """Send each prompt at its arrival time whether or not earlier requests have finished."""
+    cap = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+    began = time.perf_counter()
+
+    async def one(prompt: Prompt, at: float) -> RequestRecord:
+        await asyncio.sleep(max(0.0, at - (time.perf_counter() - began)))
+        if cap is None:
+            record = await send(client, target, prompt, sampling, rate, run_start)
+        else:
+            async with cap:
+                record = await send(client, target, prompt, sampling, rate, run_start)
+        if on_record:
+            on_record(record)
+        return record
+
+    return list(await asyncio.gather(*(one(p, at) for p, at in zip(prompts, arrivals, strict=True))))

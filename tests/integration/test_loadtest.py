@@ -1,0 +1,61 @@
+"""`wai loadtest` against the real server: a short run writes all three kinds of report."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.integration.server import REAL_MODEL, ROOT, RunningServer
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_short_run_writes_json_markdown_and_plots(server: RunningServer, tmp_path):
+    out = tmp_path / "report"
+    command = [
+        sys.executable,
+        "-m",
+        "server.cli",
+        "loadtest",
+        "--url",
+        server.base_url,
+        "--protocol",
+        "workers-ai",
+        "--model",
+        REAL_MODEL,
+        "--concurrency",
+        "1,2",
+        "--num-requests",
+        "2,4",
+        "--output-tokens",
+        "8",
+        "--warmup",
+        "1",
+        "--slo",
+        "ttft=60000,tpot=60000",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "WAI_API_KEY": server.api_key}  # the key comes from the environment
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    report = json.loads((out / "report.json").read_text())
+    assert [level["level"] for level in report["levels"]] == [1, 2]
+    for level, expected in zip(report["levels"], (2, 4), strict=True):
+        summary = level["summaries"]["A"]
+        assert summary["completed"] == expected and summary["errors"] == {}, summary
+        assert summary["good_requests"] == expected
+        assert 0 < summary["output_tokens"] <= 8 * expected and summary["prompt_tokens"] > 0
+        assert summary["output_throughput"] > 0 and summary["ttft_ms"]["p50"] > 0
+    requests = report["requests"]
+    assert len(requests) == 6 and all(r["ok"] and r["status"] == 200 for r in requests)
+    assert all(r["ttft"] <= r["e2e"] and len(r["itl"]) <= r["output_tokens"] - 1 for r in requests)
+    assert not any(r["usage_missing"] for r in requests)  # token counts came from the stream's usage
+    assert server.api_key not in (out / "report.json").read_text()
+
+    markdown = (out / "report.md").read_text()
+    assert "## Summary (latencies in ms)" in markdown and "| 2 | A | 4 | 0 |" in markdown
+    for name in ("cdf_ttft", "cdf_tpot", "cdf_itl", "cdf_e2e", "throughput", "ttft"):
+        assert (out / f"{name}.png").read_bytes().startswith(PNG_MAGIC), name

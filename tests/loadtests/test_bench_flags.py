@@ -1,0 +1,19 @@
+"""`make bench` runs vLLM's own server with exactly wai's engine arguments."""
+
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.entrypoints.launchers.cli_args import make_arg_parser
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+from server.config import load_settings
+from server.engine.vllm_engine import engine_arg_values, serve_flags
+from tests.integration.server import DEFAULT_CONFIG
+
+
+def test_vllm_serve_flags_parse_back_to_the_engine_arguments_wai_uses():
+    model = load_settings(DEFAULT_CONFIG).models[0]
+    model.engine.enable_prefix_caching = False  # a False flag must come through as --no-...
+    flags = serve_flags(model, "/models/checkpoint")
+    assert "--no-enable-prefix-caching" in flags
+    parsed = AsyncEngineArgs.from_cli_args(make_arg_parser(FlexibleArgumentParser()).parse_args(flags))
+    for name, value in engine_arg_values(model, "/models/checkpoint").items():
+        assert getattr(parsed, name) == value, name
