@@ -211,7 +211,7 @@ VLLM_BENCH = (
 def agreement(
     args: argparse.Namespace, vllm_url: str, model: str, checkpoint: str, out: Path
 ) -> dict[str, Any]:
-    """`vllm bench serve` and `wai loadtest` on the same target with the same load, at the same time."""
+    """`vllm bench serve` and `wai loadtest` on the same target with the same load, alternated."""
     c, n, length = args.agreement_concurrency, args.agreement_requests, args.output_tokens
     vllm_argv = [
         "--backend",
@@ -269,9 +269,11 @@ def agreement(
     ]
     runs: dict[str, list[dict[str, float]]] = {"vllm bench serve": [], "wai loadtest": []}
     for i in range(args.agreement_repeats):
-        # Both tools at once, each with the same load: they see the same server on the same machine,
-        # so the machine's noise cannot tell them apart. `wai loadtest` starts once vLLM's tool has
-        # finished its own start-up and sends its first measured request.
+        # One after the other (default), or with --agreement-together both at once, each with the
+        # same load, so that they see the same machine; `wai loadtest` then starts once vLLM's tool
+        # sends its first measured request. Together, throughput agrees closely, but with equal
+        # output lengths the two tools' requests stay in lockstep and the later one's prefills queue
+        # behind the other's, which moves TTFT between them (docs/benchmarks.md).
         name, folder = f"vllm-bench-{i}.json", out / f"wai-loadtest-{i}"
         vllm_cmd = [sys.executable, "-c", VLLM_BENCH, *vllm_argv, "--result-filename", name]
         ours_cmd = [sys.executable, "-m", "server.cli", "loadtest", *ours_argv, "--out", str(folder)]
@@ -281,6 +283,8 @@ def agreement(
         vllm_log = out / f"vllm-bench-{i}.log"
         with vllm_log.open("w") as log:
             theirs = subprocess.Popen(vllm_cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            if not args.agreement_together:
+                theirs.wait()
             while "Starting main benchmark run" not in vllm_log.read_text() and theirs.poll() is None:
                 time.sleep(0.2)
             ours = subprocess.run(ours_cmd, cwd=ROOT, capture_output=True, text=True)
@@ -326,9 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="sample wai with py-spy during the sweep")
     parser.add_argument("--skip-sweep", action="store_true")
     parser.add_argument("--skip-agreement", action="store_true")
-    parser.add_argument("--agreement-concurrency", type=int, default=2, help="each tool's")
-    parser.add_argument("--agreement-requests", type=int, default=24)
-    parser.add_argument("--agreement-repeats", type=int, default=1)
+    parser.add_argument("--agreement-concurrency", type=int, default=4, help="each tool's")
+    parser.add_argument("--agreement-requests", type=int, default=32)
+    parser.add_argument("--agreement-repeats", type=int, default=2)
+    parser.add_argument("--agreement-together", action="store_true", help="run both tools at the same time")
     args = parser.parse_args(argv)
 
     from server.config import load_settings
