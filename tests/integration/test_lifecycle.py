@@ -11,7 +11,9 @@ import time
 import httpx
 import psutil
 import pytest
+from playwright.sync_api import expect
 
+from tests.integration.browser import chromium
 from tests.integration.server import DEFAULT_CONFIG, ROOT, start_server
 
 
@@ -55,6 +57,20 @@ def test_it_refuses_other_addresses_without_keys():
     )
     assert result.returncode == 2
     assert "refusing to serve on 0.0.0.0 without API keys" in result.stderr
+
+
+def test_the_playground_needs_no_key_on_an_open_server(open_server):
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(f"{open_server.base_url}/playground")
+        page.locator("#model option").first.wait_for(state="attached")
+        page.fill("#sampling-max_tokens", "4")
+        page.fill("#input", "Hello")
+        page.press("#input", "Enter")
+        expect(page.locator("#messages li.assistant .content")).not_to_have_text("", timeout=120_000)
+        expect(page.locator("#send")).to_be_enabled(timeout=120_000)
+        assert not page.locator("#key-dialog").is_visible()
+        assert page.locator("#error").is_hidden()
 
 
 def test_readyz_is_503_after_the_engine_dies(open_server):

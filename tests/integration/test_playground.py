@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 
 import httpx
 import jsonschema
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
+from tests.integration.browser import chromium
 from tests.integration.conftest import API_KEYS
 from tests.integration.server import ARTIFACTS
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
 def browser():
-    # Module scope: Playwright's sync API keeps an event loop running in this thread until it
-    # stops, and later tests call asyncio.run().
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert executable, "Chromium is missing: `make test` installs Debian's chromium package"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -1,0 +1,30 @@
+"""Headless Chromium for the playground tests: the system's own browser, driven by Playwright.
+
+Playwright never downloads a browser here; `make test` installs Debian's chromium package.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from playwright.sync_api import Browser, sync_playwright
+
+# Without the background-networking flags Chromium keeps reaching for hosts an offline machine lacks.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """A browser for one test module. Playwright's sync API keeps an event loop running in this
+    thread until it stops, so it must stop before later tests call asyncio.run()."""
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert executable, "Chromium is missing: `make test` installs Debian's chromium package"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
