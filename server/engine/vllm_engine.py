@@ -8,6 +8,7 @@ Text models run on vLLM's generate runner, embedding models on its pooling runne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import enum
 import logging
@@ -147,6 +148,11 @@ def lora_request(adapter: Adapter | None) -> LoRARequest | None:
     return LoRARequest(lora_name=adapter.key, lora_int_id=adapter.engine_id, lora_path=adapter.path)
 
 
+@dataclasses.dataclass
+class _Progress:
+    finished: bool = False
+
+
 class Engine:
     """One served model on one vLLM engine: start, readiness, tokenizer, abort, stop."""
 
@@ -210,6 +216,22 @@ class Engine:
         if self._tokenizer_threads is not None:
             self._tokenizer_threads.shutdown(wait=False)
 
+    @contextlib.asynccontextmanager
+    async def _engine_request(self, request_id: str) -> AsyncIterator[_Progress]:
+        """One engine request: vLLM's failures in wai's terms, and an abort unless it finished
+        (cancelled because the client left, or closed early), which frees its KV blocks at once."""
+        progress = _Progress()
+        try:
+            yield progress
+        except EngineDeadError as exc:
+            self.is_ready()
+            raise EngineUnavailable(self.model.name) from exc
+        except (VLLMClientError, ValueError) as exc:
+            raise EngineRejected(str(exc)) from exc
+        finally:
+            if not progress.finished:
+                await self.abort(request_id)
+
     def _running_llm(self) -> AsyncLLM:
         if not self.is_ready():
             raise EngineUnavailable(self.model.name)
@@ -234,14 +256,13 @@ class TextEngine(Engine):
         if adapter is not None:
             await self.load_adapter(adapter)
         completion_tokens: dict[int, int] = {}
-        finished = False
-        try:
+        async with self._engine_request(request_id) as progress:
             stream = llm.generate(
                 TokensPrompt(prompt_token_ids=prompt_token_ids), sampling_params(params), request_id,
                 lora_request=lora_request(adapter),
             )
             async for output in stream:
-                finished = output.finished
+                progress.finished = output.finished
                 for choice in output.outputs:
                     completion_tokens[choice.index] = completion_tokens.get(choice.index, 0) + len(choice.token_ids)
                     yield TextDelta(
@@ -254,15 +275,6 @@ class TextEngine(Engine):
                         cached_tokens=output.num_cached_tokens or 0,
                         queue_seconds=queue_seconds(output.metrics),
                     )
-        except EngineDeadError as exc:
-            self.is_ready()
-            raise EngineUnavailable(self.model.name) from exc
-        except (VLLMClientError, ValueError) as exc:
-            raise EngineRejected(str(exc)) from exc
-        finally:
-            if not finished:
-                # Cancelled (client gone) or closed early: free the sequence's KV blocks now.
-                await self.abort(request_id)
 
     async def load_adapter(self, adapter: Adapter) -> None:
         """Load an adapter before its first request. vLLM would load it inside a batch step, where a
@@ -331,20 +343,11 @@ class EmbeddingEngine(Engine):
                          request_id: str) -> list[float]:
         params = PoolingParams(task="embed") if pool_here is None else \
             PoolingParams(task="token_embed", use_activation=False)
-        finished = False
-        try:
+        async with self._engine_request(request_id) as progress:
             async for output in llm.encode(TokensPrompt(prompt_token_ids=token_ids), params, request_id):
-                finished = output.finished
+                progress.finished = output.finished
                 data = output.outputs.data.float()
-            if pool_here is not None:
-                data = data.mean(dim=0) if pool_here == "mean" else data[0]
-                data = data / data.norm().clamp_min(1e-12)
-            return data.tolist()
-        except EngineDeadError as exc:
-            self.is_ready()
-            raise EngineUnavailable(self.model.name) from exc
-        except (VLLMClientError, ValueError) as exc:
-            raise EngineRejected(str(exc)) from exc
-        finally:
-            if not finished:
-                await self.abort(request_id)
+        if pool_here is not None:
+            data = data.mean(dim=0) if pool_here == "mean" else data[0]
+            data = data / data.norm().clamp_min(1e-12)
+        return data.tolist()
