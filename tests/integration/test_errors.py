@@ -126,7 +126,7 @@ def test_chunked_body_over_the_limit(client, server):
 
 
 def test_an_unknown_lora_adapter(client, server):
-    # LoRA is on for the default model; 405 / 5005 for a model with LoRA off: tests/unit/test_lora_store.py.
+    # LoRA is on for the default model; 405 / 5005 for a model with LoRA off: test_lora_off.py.
     response = client.post(server.run_url(), json={"prompt": "x", "lora": "my-adapter"})
     assert error_of(response, 400, 3041) == f"AiError: No such fine-tune my-adapter for model {STAND_IN}"
 
