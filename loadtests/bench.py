@@ -1,9 +1,9 @@
 """`make bench`: wai against `vllm serve` on the same checkpoint with the same engine arguments.
 
 Starts both servers on loopback, sweeps concurrency through vLLM's OpenAI endpoint, wai's OpenAI
-endpoint (when this build of wai has one) and wai's Workers AI run endpoint, interleaved round by
-round with the same prompts, and prints each figure of wai over vllm serve. Then checks that
-`wai loadtest` agrees with `vllm bench serve` on the same target. Everything lands in --out.
+endpoint and wai's Workers AI run endpoint, interleaved round by round with the same prompts, and
+prints each figure of wai over vllm serve. Then checks that `wai loadtest` agrees with
+`vllm bench serve` on the same target. Everything lands in --out.
 
     python -m loadtests.bench [--config configs/default.yaml] [--out test-artifacts/bench]
 """
@@ -75,15 +75,6 @@ def running(
                 process.kill()
                 process.wait()
         log.close()
-
-
-def answers_openai(base_url: str, model: str) -> bool:
-    """Whether a server has the OpenAI chat endpoint (a one-token request succeeds)."""
-    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
-    try:
-        return httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=120).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @contextmanager
@@ -170,12 +161,9 @@ def top_frames(collapsed: Path, limit: int = 20) -> list[tuple[str, int, float]]
     return [(frame, n, n / total) for frame, n in ranked] if total else []
 
 
-def sweep(
-    args: argparse.Namespace, wai_url: str, vllm_url: str, model: str, wai_openai: bool, out: Path
-) -> tuple[list[str], int]:
+def sweep(args: argparse.Namespace, wai_url: str, vllm_url: str, model: str, out: Path) -> tuple[list[str], int]:
     argv = ["--url", vllm_url, "--protocol", "openai", "--label", "vllm-serve"]
-    if wai_openai:
-        argv += ["--url", wai_url, "--protocol", "openai", "--label", "wai-openai"]
+    argv += ["--url", wai_url, "--protocol", "openai", "--label", "wai-openai"]
     argv += ["--url", wai_url, "--protocol", "workers-ai", "--label", "wai-run"]
     argv += [
         "--model",
@@ -368,18 +356,10 @@ def main(argv: list[str] | None = None) -> int:
             running("vllm serve", vllm_cmd, f"{vllm_url}/health", args.out / "vllm.log")
         )
         if not args.skip_sweep:
-            wai_openai = answers_openai(wai_url, model.name)
-            record["wai_openai_endpoint"] = wai_openai
-            if not wai_openai:
-                print(
-                    "note: this wai has no OpenAI endpoint yet: measuring its run endpoint only", flush=True
-                )
             profile_path = args.out / "wai-profile.txt"
             cost = FrontEndCost({"wai": (wai.pid, wai_url), "vllm serve": (vllm.pid, vllm_url)})
             with profiling(wai.pid, profile_path, args.profile):
-                record["sweep_argv"], _ = sweep(
-                    args, wai_url, vllm_url, model.name, wai_openai, args.out / "sweep"
-                )
+                record["sweep_argv"], _ = sweep(args, wai_url, vllm_url, model.name, args.out / "sweep")
             record["front_end_cost"] = cost.result()
             print("\nfront-end CPU per generated token over the sweep (warm-up included):")
             for name, c in record["front_end_cost"].items():
