@@ -86,7 +86,7 @@ def train(out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from server.config import load_settings
-    from server.engine.models import resolve_checkpoint
+    from server.prepare import resolve_checkpoint
 
     settings = load_settings(ROOT / "configs" / "default.yaml")
     checkpoint = resolve_checkpoint(settings.models[0], settings.cache_dir)

@@ -15,18 +15,31 @@ from server.api import errors as api_errors
 from server.api import finetunes, openai, ops, playground, workers_ai
 from server.api.recording import RecordRequests
 from server.config import ModelConfig, Settings
-from server.engine.models import PrepareError, resolve_checkpoint
-from server.engine.vllm_engine import EmbeddingEngine, TextEngine
+from server.engine.types import EmbeddingEngine, Engines, TextEngine
+from server.prepare import resolve_checkpoint
 from server.serving.embeddings import EmbeddingService
 from server.serving.lora import AdapterStore
-from server.serving.lora_checks import BaseModelShapes, read_base_model_shapes
+from server.serving.lora_checks import BaseModelShapes, BaseModelUnreadable, read_base_model_shapes
 from server.serving.registry import ModelRegistry, Service
 from server.serving.text import TextService
 
 log = logging.getLogger("wai")
 
+class VllmEngines:
+    """Every model on its own vLLM engine (imported only here: vLLM takes seconds to import)."""
 
-def build_registry(settings: Settings) -> ModelRegistry:
+    def text(self, model: ModelConfig, checkpoint: str, chat_template: str | None) -> TextEngine:
+        from server.engine.vllm_engine import VllmTextEngine
+
+        return VllmTextEngine(model, checkpoint, chat_template=chat_template)
+
+    def embedding(self, model: ModelConfig, checkpoint: str) -> EmbeddingEngine:
+        from server.engine.vllm_engine import VllmEmbeddingEngine
+
+        return VllmEmbeddingEngine(model, checkpoint)
+
+
+def build_registry(settings: Settings, engines: Engines) -> ModelRegistry:
     """Resolve every model's weights now, so that a missing checkpoint fails at start, not per request."""
     checkpoints = {model.name: resolve_checkpoint(model, settings.cache_dir) for model in settings.models}
     shapes = {model.name: lora_base_shapes(model, checkpoints[model.name])
@@ -36,10 +49,10 @@ def build_registry(settings: Settings) -> ModelRegistry:
     for model in settings.models:
         checkpoint = checkpoints[model.name]
         if model.task == "text-embeddings":
-            services.append(EmbeddingService(model, EmbeddingEngine(model, checkpoint)))
+            services.append(EmbeddingService(model, engines.embedding(model, checkpoint)))
         else:
             template = read_chat_template(model, settings.config_dir)
-            services.append(TextService(model, TextEngine(model, checkpoint, chat_template=template), adapters))
+            services.append(TextService(model, engines.text(model, checkpoint, template), adapters))
         metrics.declare_model(model.name)
         for name in model.stands_in_for:
             log.warning("%s stands in for %s: replies under that name carry x-wai-stand-in: %s",
@@ -52,7 +65,8 @@ def lora_base_shapes(model: ModelConfig, checkpoint: str) -> BaseModelShapes:
     try:
         return read_base_model_shapes(Path(checkpoint))
     except (OSError, ValueError) as exc:
-        raise PrepareError(f"{model.name} has LoRA enabled, but its checkpoint cannot be read: {exc}") from exc
+        raise BaseModelUnreadable(
+            f"{model.name} has LoRA enabled, but its checkpoint cannot be read: {exc}") from exc
 
 
 def read_chat_template(model: ModelConfig, config_dir: Path) -> str | None:
@@ -68,8 +82,8 @@ async def start_engines(registry: ModelRegistry) -> None:
             await service.engine.start()
 
 
-def create_app(settings: Settings) -> FastAPI:
-    registry = build_registry(settings)
+def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
+    registry = build_registry(settings, engines or VllmEngines())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

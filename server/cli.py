@@ -53,7 +53,8 @@ def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.auth import UnsafeBind, check_bind
-    from server.engine.models import PrepareError
+    from server.prepare import PrepareError
+    from server.serving.lora_checks import BaseModelUnreadable
 
     settings = _load(args, host=args.host, port=args.port)
     if settings is None:
@@ -63,7 +64,7 @@ def run_serve(args: argparse.Namespace) -> int:
         from server.app import create_app
 
         app = create_app(settings)
-    except (UnsafeBind, PrepareError) as exc:
+    except (UnsafeBind, PrepareError, BaseModelUnreadable) as exc:
         print(f"wai: {exc}", file=sys.stderr)
         return 2
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
@@ -72,7 +73,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from server.engine.models import PrepareError, prepare
+    from server.prepare import PrepareError, prepare
 
     settings = _load(args)
     if settings is None:

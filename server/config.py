@@ -57,7 +57,7 @@ class EngineConfig(BaseModel):
 
 
 class Pricing(BaseModel):
-    """What the model costs on the hosted Workers AI, per million tokens (CONTRACT.md section 2).
+    """What the model costs on the hosted Workers AI, per million tokens (docs/compatibility.md).
 
     Only for the `wai_workers_ai_cost_usd_total` and `wai_workers_ai_neurons_total` counters: what
     the tokens served here would have cost there.
@@ -101,7 +101,9 @@ class ModelConfig(BaseModel):
         7968, ge=1, description="prompt tokens + max_tokens may not exceed it (embeddings: tokens per text)"
     )
     chat_template: str | None = Field(None, description="a Jinja file; default: the tokenizer's own")
+    # Used when a request leaves them out, and published as the defaults of the model's schema.
     default_max_tokens: int = Field(256, ge=1)
+    default_temperature: float = Field(0.6, ge=0, le=5, description="Workers AI's own for llama-3-8b-instruct")
     pricing: Pricing | None = Field(None, description="hosted prices, for the cost counters")
     lora: LoraConfig = Field(default_factory=LoraConfig)
 

@@ -1,7 +1,8 @@
 """The error table: every error wai answers, with its HTTP status, Workers AI code and message.
 
-This module is the one source of truth for error codes and texts (CONTRACT.md, "Errors").
-Routes raise `WaiError`; `api/errors.py` renders it in the caller's protocol.
+This module is the one source of truth for error codes and texts (docs/compatibility.md, section 6;
+the README's error table is checked against it). Every `WaiError` is made by a function below;
+routes raise it and `api/errors.py` renders it in the caller's protocol.
 """
 
 from __future__ import annotations
@@ -59,21 +60,14 @@ def request_too_large() -> WaiError:
     return WaiError(413, 3006, "Request is too large")
 
 
-def request_timeout() -> WaiError:
-    return WaiError(408, 3007, "Request timeout", openai_type="timeout_error")
-
-
 def request_aborted() -> WaiError:
     return WaiError(408, 3008, "Request was aborted")
 
 
-def capacity_exceeded(status: int = 429, retry_after_s: int = 1) -> WaiError:
-    # 429 when busy; 503 while the engine is starting or has died. Clients retry on both.
-    return WaiError(
-        status, 3040, "Capacity temporarily exceeded, please try again.",
-        openai_type="server_error" if status >= 500 else "rate_limit_error",
-        headers={"Retry-After": str(retry_after_s)},
-    )
+def engine_unavailable() -> WaiError:
+    # While the engine starts, and after it died: clients retry on 503 with Retry-After.
+    return WaiError(503, 3040, "Capacity temporarily exceeded, please try again.", openai_type="server_error",
+                    headers={"Retry-After": "5"})
 
 
 def lora_not_supported(model: str) -> WaiError:
@@ -88,9 +82,9 @@ def finetune_missing_files() -> WaiError:
 
 
 # Fine-tune errors beyond the hosted 3039 are ours: 3041 to 3044.
-def unknown_adapter(adapter: str, model: str, param: str = "lora") -> WaiError:
+def unknown_adapter(adapter: str, model: str) -> WaiError:
     return WaiError(400, 3041, f"{AI_PREFIX}No such fine-tune {adapter} for model {model}",
-                    param=param, openai_type="not_found_error")
+                    param="lora", openai_type="not_found_error")
 
 
 def finetune_not_found(id_or_name: str) -> WaiError:

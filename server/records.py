@@ -1,17 +1,15 @@
 """One record per request, for every protocol: it feeds the metrics and writes the request's log line.
 
-How routes use it (api/workers_ai.py does exactly this; the OpenAI routes do the same):
+api/recording.py makes one for every API request; api/pipeline.py fills it in:
 
-    record = request_record(request)       # made by api/recording.py for every API request
-    route = registry.route(name)           # errors before this count under model="none"
-    record.serve(route.service.model)      # labels from the config; lora= the resolved adapter name
-    record.show_input(text_request)        # kept only with `log_prompts: true`
-    headers = {"cf-ai-req-id": record.request_id}
-    await service.complete(prepared, record)   # or service.open_stream(prepared, record)
+    record.serve(route.service.model)      # once the model is known; errors before count as model="none"
+    record.use_adapter(adapter.name)       # once the fine-tune is resolved; lora= its stored name
+    record.show_input(text_request.as_sent)  # kept only with `log_prompts: true`
+    deltas = record.watch(service.stream(prepared, record.request_id))
 
-The service passes every engine delta through `record.watch()`, which counts tokens as they come and
-notes an error raised mid-stream; api/errors.py notes every error it renders with `record.fail()`;
-the middleware calls `record.finish()` exactly once, after the last byte, a crash or the client leaving.
+`record.watch()` counts tokens as they come and notes an error raised mid-stream; api/errors.py notes
+every error it renders with `record.fail()`; the middleware calls `record.finish()` exactly once,
+after the last byte, a crash or the client leaving.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ from typing import Any
 from server import errors, metrics
 from server.config import ModelConfig, Pricing
 from server.engine.types import TextDelta
-from server.serving.requests import TextRequest
 
 log = logging.getLogger("wai.requests")
 
@@ -57,18 +54,21 @@ class RequestRecord:
     finished: bool = False
 
     # --- what routes call -------------------------------------------------------------------
-    def serve(self, model: ModelConfig, lora: str | None = None) -> None:
-        """The request goes to `model` (and the adapter the server resolved, by its stored name)."""
-        if self.in_flight:  # resolved again: move the request to its new model
-            metrics.IN_FLIGHT.labels(self.model).dec()
-        self.model, self.lora, self.pricing = model.name, lora or metrics.NO_LORA, model.pricing
+    def serve(self, model: ModelConfig) -> None:
+        """The request goes to `model`: from here on it counts under that model's name."""
+        assert not self.in_flight, "a request is recorded against one model"
+        self.model, self.pricing = model.name, model.pricing
         self.in_flight = True
         metrics.IN_FLIGHT.labels(self.model).inc()
 
-    def show_input(self, text_request: TextRequest) -> None:
+    def use_adapter(self, name: str) -> None:
+        """The request runs with the fine-tune the server resolved, counted under its stored name."""
+        self.lora = name
+
+    def show_input(self, sent: Any) -> None:
         """Keep what the client asked, for the log line; only with `log_prompts: true`."""
         if self.log_prompts:
-            self.input = text_request.prompt if text_request.prompt is not None else text_request.messages
+            self.input = sent
 
     def embedded(self, prompt_tokens: int) -> None:
         """An embedding request read `prompt_tokens` and generated nothing."""

@@ -58,32 +58,21 @@ async def workers_ai_events(deltas: AsyncIterator[TextDelta], config: StreamingC
     yield DONE
 
 
-async def openai_chunks(deltas: AsyncIterator[TextDelta], *, id: str, created: int, model: str,
-                        include_usage: bool, top_logprobs: int | None) -> AsyncIterator[bytes]:
-    """`chat.completion.chunk` events: the role first, then content, each choice ending with its
-    finish_reason; with include_usage, a last chunk with no choices and the usage. Then `[DONE]`,
-    also after an error (sent as an OpenAI error object, which the SDKs raise)."""
-    def chunk(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
-        return sse(openai.chunk(id=id, created=created, model=model, choices=choices, usage=usage,
-                                include_usage=include_usage))
-
-    started: set[int] = set()
+async def openai_events(deltas: AsyncIterator[TextDelta], answer: openai.ChatFormat | openai.CompletionFormat
+                        ) -> AsyncIterator[bytes]:
+    """OpenAI's chunk events, one per delta that shows something; with include_usage, a last chunk
+    with no choices and the usage. Then `[DONE]`, also after an error (sent as an OpenAI error
+    object, which the SDKs raise)."""
     prompt_tokens, cached_tokens, completion_tokens = 0, 0, {}
     try:
         async for delta in deltas:
             prompt_tokens, cached_tokens = delta.prompt_tokens, delta.cached_tokens
             completion_tokens[delta.index] = delta.completion_tokens
-            message: dict[str, Any] = {}
-            if delta.index not in started:
-                started.add(delta.index)
-                message["role"] = "assistant"
-            if delta.text or "role" in message:
-                message["content"] = delta.text
-            logprobs = None if top_logprobs is None else openai.logprobs_content(delta.logprobs, top_logprobs)
-            if message or delta.finish_reason or logprobs:
-                yield chunk([openai.chunk_choice(delta.index, message, delta.finish_reason, logprobs)])
-        if include_usage:
-            yield chunk([], openai.usage(prompt_tokens, sum(completion_tokens.values()), cached_tokens))
+            choice = answer.chunk_choice(delta)
+            if choice is not None:
+                yield sse(answer.chunk([choice]))
+        if answer.include_usage:
+            yield sse(answer.chunk([], openai.usage(prompt_tokens, sum(completion_tokens.values()), cached_tokens)))
     except errors.WaiError as error:
         yield sse(openai.error_body(error))
     except Exception:

@@ -44,7 +44,9 @@ def install(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code in (404, 405):
             return render(request, errors.no_route())
-        return render(request, errors.WaiError(exc.status_code, exc.status_code, str(exc.detail)))
+        if exc.status_code < 500:
+            return render(request, errors.bad_input(str(exc.detail)))
+        return render(request, errors.internal_error())
 
     @app.exception_handler(ClientDisconnect)
     async def _client_left(request: Request, exc: ClientDisconnect) -> JSONResponse:

@@ -8,6 +8,7 @@ Cloudflare's envelope.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -39,7 +40,7 @@ def store_of(request: Request) -> AdapterStore:
     return request.app.state.adapters
 
 
-def envelope(result: object) -> JSONResponse:
+def envelope(result: Any) -> JSONResponse:
     return JSONResponse(workers_ai.success(result))
 
 
@@ -56,12 +57,12 @@ async def create_finetune(account_id: str, request: Request) -> JSONResponse:
 
 @router.get("")
 async def list_finetunes(account_id: str, request: Request) -> JSONResponse:
-    return envelope([f.as_dict() for f in store_of(request).list()])
+    return envelope([f.as_dict() for f in store_of(request).finetunes()])
 
 
 @router.get("/public")
 async def list_public_finetunes(account_id: str, request: Request) -> JSONResponse:
-    return envelope([f.as_dict() for f in store_of(request).list(public_only=True)])
+    return envelope([f.as_dict() for f in store_of(request).finetunes(public_only=True)])
 
 
 @router.get("/{id_or_name}")

@@ -1,26 +1,50 @@
-"""What the serving layer hands the engine and gets back: plain data, no vLLM types."""
+"""What the serving layer hands the engine and gets back: plain data, errors and the engine
+interface, with no vLLM types. engine/vllm_engine.py implements the interface on vLLM; the fast
+tests implement it with scripted deltas (tests/fakes.py)."""
 
 from __future__ import annotations
 
+import enum
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from server.config import ModelConfig
+
+T = TypeVar("T")
+
+
+class EngineState(enum.StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    DEAD = "dead"
+    STOPPED = "stopped"
+
+
+class EngineUnavailable(Exception):
+    """The engine is starting, has died or was stopped."""
+
+
+class EngineRejected(Exception):
+    """The engine refused the request as invalid (for example a JSON schema it cannot compile)."""
+
+
+class AdapterLoadFailed(Exception):
+    """The engine could not load a LoRA adapter; the message says why."""
 
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """Sampling in vLLM's own terms; serving/sampling.py decides how wire values map here."""
+    """Sampling in vLLM's own terms; serving/sampling.py decides how wire values map here.
+
+    `sampling` holds vLLM `SamplingParams` fields by their own names (temperature, top_p, seed...),
+    only those the request sets: every other field keeps vLLM's default.
+    """
 
     max_tokens: int
-    temperature: float
-    top_p: float = 1.0
-    top_k: int = 0  # 0: off (vLLM's "consider every token")
-    seed: int | None = None
-    repetition_penalty: float = 1.0
-    frequency_penalty: float = 0.0
-    presence_penalty: float = 0.0
-    stop: tuple[str, ...] = ()
     n: int = 1
-    logprobs: int | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)
     # Structured output: at most one of these.
     json_schema: dict[str, Any] | None = None
     json_object: bool = False
@@ -53,3 +77,40 @@ class Adapter:
     engine_id: int
     path: str
     name: str = ""  # the fine-tune's name, for metric labels and logs
+
+
+class Engine(Protocol):
+    """One served model on one engine: lifecycle, readiness and tokenizer access."""
+
+    state: EngineState
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def is_ready(self) -> bool: ...
+
+    async def with_tokenizer(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(tokenizer, *args)` off the event loop."""
+        ...
+
+
+class TextEngine(Engine, Protocol):
+    def generate(self, prompt_token_ids: list[int], params: GenerationParams, request_id: str,
+                 adapter: Adapter | None = None) -> AsyncGenerator[TextDelta, None]:
+        """Deltas until every choice finishes; closing the iterator early aborts the request."""
+        ...
+
+
+class EmbeddingEngine(Engine, Protocol):
+    async def embed(self, token_ids: list[list[int]], pooling: str, request_id: str) -> list[list[float]]:
+        """One normalized vector per input, in order."""
+        ...
+
+
+class Engines(Protocol):
+    """Builds each model's engine: vLLM's (server/app.py), or the fast tests' fakes."""
+
+    def text(self, model: ModelConfig, checkpoint: str, chat_template: str | None) -> TextEngine: ...
+
+    def embedding(self, model: ModelConfig, checkpoint: str) -> EmbeddingEngine: ...

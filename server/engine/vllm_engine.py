@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -26,30 +25,19 @@ from vllm.v1.engine.exceptions import EngineDeadError
 from vllm.v1.metrics.stats import RequestStateStats
 
 from server.config import ModelConfig
-from server.engine.types import Adapter, GenerationParams, TextDelta
+from server.engine.types import (
+    Adapter,
+    AdapterLoadFailed,
+    EngineRejected,
+    EngineState,
+    EngineUnavailable,
+    GenerationParams,
+    TextDelta,
+)
 
 log = logging.getLogger("wai.engine")
 
 T = TypeVar("T")
-
-
-class EngineState(enum.StrEnum):
-    STARTING = "starting"
-    READY = "ready"
-    DEAD = "dead"
-    STOPPED = "stopped"
-
-
-class EngineUnavailable(Exception):
-    """The engine is starting, has died or was stopped."""
-
-
-class EngineRejected(Exception):
-    """The engine refused the request as invalid (for example a JSON schema it cannot compile)."""
-
-
-class AdapterLoadFailed(Exception):
-    """The engine could not load a LoRA adapter; the message says why."""
 
 
 def engine_arg_values(model: ModelConfig, checkpoint: str) -> dict[str, Any]:
@@ -109,24 +97,23 @@ def serve_flags(model: ModelConfig, checkpoint: str) -> list[str]:
     return flags
 
 
+# SamplingParams' own fields: a name outside them is a mapping bug, refused as such (not a 500).
+SAMPLING_FIELDS = frozenset(SamplingParams.__struct_fields__)
+
+
 def sampling_params(params: GenerationParams) -> SamplingParams:
+    unknown = sorted(set(params.sampling) - SAMPLING_FIELDS)
+    if unknown:
+        raise EngineRejected(f"the engine has no sampling field {', '.join(unknown)}")
     structured = None
     if params.json_schema is not None:
         structured = StructuredOutputsParams(json=params.json_schema)
     elif params.json_object:
         structured = StructuredOutputsParams(json_object=True)
     return SamplingParams(
+        **params.sampling,
         n=params.n,
         max_tokens=params.max_tokens,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        top_k=params.top_k,
-        seed=params.seed,
-        repetition_penalty=params.repetition_penalty,
-        frequency_penalty=params.frequency_penalty,
-        presence_penalty=params.presence_penalty,
-        stop=list(params.stop) or None,
-        logprobs=params.logprobs,
         structured_outputs=structured,
         output_kind=RequestOutputKind.DELTA,
     )
@@ -153,7 +140,7 @@ class _Progress:
     finished: bool = False
 
 
-class Engine:
+class VllmEngine:
     """One served model on one vLLM engine: start, readiness, tokenizer, abort, stop."""
 
     def __init__(self, model: ModelConfig, checkpoint: str, chat_template: str | None = None):
@@ -239,7 +226,7 @@ class Engine:
         return self._llm
 
 
-class TextEngine(Engine):
+class VllmTextEngine(VllmEngine):
     """A text-generation model, with LoRA adapters when its config enables them."""
 
     def __init__(self, model: ModelConfig, checkpoint: str, chat_template: str | None = None):
@@ -250,7 +237,7 @@ class TextEngine(Engine):
 
     async def generate(
         self, prompt_token_ids: list[int], params: GenerationParams, request_id: str, adapter: Adapter | None = None
-    ) -> AsyncIterator[TextDelta]:
+    ) -> AsyncGenerator[TextDelta, None]:
         """Yield text deltas until every choice finishes. Leaving early aborts the request."""
         llm = self._running_llm()
         if adapter is not None:
@@ -287,7 +274,8 @@ class TextEngine(Engine):
             if adapter.engine_id in self._adapters_loaded:
                 return
             try:
-                await self._llm.add_lora(lora_request(adapter))
+                await self._llm.add_lora(LoRARequest(lora_name=adapter.key, lora_int_id=adapter.engine_id,
+                                                      lora_path=adapter.path))
             except EngineDeadError as exc:
                 self.is_ready()
                 raise EngineUnavailable(self.model.name) from exc
@@ -320,7 +308,7 @@ def _finite(logprob: float) -> float:
     return max(logprob, -9999.0)
 
 
-class EmbeddingEngine(Engine):
+class VllmEmbeddingEngine(VllmEngine):
     """A text-embedding model on vLLM's pooling runner."""
 
     def own_pooling(self) -> str:

@@ -1,4 +1,4 @@
-"""The model catalog as the Workers AI API publishes it (CONTRACT.md section 6), built from the config.
+"""The model catalog as the Workers AI API publishes it (docs/compatibility.md, section 7), from the config.
 
 Every public name is its own entry: a model's name, each alias, each name it stands in for. An entry
 that is a stand-in says so in its description and in a `stand_in_for` property, so no client can

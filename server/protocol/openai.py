@@ -1,6 +1,6 @@
-"""The OpenAI wire format: chat completions, embeddings and the model list.
+"""The OpenAI wire format: chat completions, completions, embeddings and the model list.
 
-Requests are validated by the pydantic models below, whose bounds come from
+Requests are validated by the pydantic models below, whose sampling fields are made from
 protocol/sampling.py (OPENAI_SAMPLING_FIELDS), and become the same TextRequest / EmbeddingRequest
 the Workers AI endpoint builds. Pydantic's errors become one clear message with `param` set.
 """
@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import struct
 import time
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -18,22 +19,26 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from server import errors
+from server.engine.types import TextDelta
 from server.protocol.catalog import Entry
 from server.protocol.sampling import OPENAI_SAMPLING_FIELDS
 from server.protocol.workers_ai import MAX_TEXTS_PER_REQUEST
-from server.serving.requests import EmbeddingRequest, OutputFormat, SamplingOptions, TextRequest
+from server.serving.requests import EmbeddingRequest, OutputFormat, TextRequest
+from server.serving.text import Choice, Completion
+
+_JSON_TYPES: dict[str, type] = {"integer": int, "number": float}
 
 
-def _bounded(name: str, kind: type) -> Any:
-    """An optional field with the range protocol/sampling.py gives it."""
+def _bounded(name: str) -> Any:
+    """An optional field (None: not given) with the range protocol/sampling.py gives it."""
     spec = OPENAI_SAMPLING_FIELDS[name]
-    return Annotated[kind | None, Field(ge=spec.get("minimum"), le=spec.get("maximum"),
-                                        description=spec["description"])]
+    return Field(None, ge=spec.get("minimum"), le=spec.get("maximum"), description=spec["description"])
 
 
 class _Request(BaseModel):
@@ -93,24 +98,12 @@ class StreamOptions(_Request):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Request):
+class _TextRequestFields(_Request):
+    """What chat completions and completions share, besides the sampling table."""
+
     model: str
-    messages: list[Message] = Field(min_length=1)
-    max_tokens: _bounded("max_tokens", int) = None
-    max_completion_tokens: _bounded("max_tokens", int) = None
-    temperature: _bounded("temperature", float) = None
-    top_p: _bounded("top_p", float) = None
-    top_k: _bounded("top_k", int) = None
-    seed: _bounded("seed", int) = None
-    repetition_penalty: _bounded("repetition_penalty", float) = None
-    frequency_penalty: _bounded("frequency_penalty", float) = None
-    presence_penalty: _bounded("presence_penalty", float) = None
-    n: _bounded("n", int) = None
+    max_completion_tokens: int | None = _bounded("max_tokens")
     stop: Any = Field(None, validate_default=True)
-    logprobs: bool = False
-    top_logprobs: _bounded("top_logprobs", int) = None
-    response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
 
@@ -124,13 +117,6 @@ class ChatCompletionRequest(_Request):
             raise ValueError("must be a non-empty string or an array of up to 4 of them")
         return tuple(stops)
 
-    @field_validator("top_logprobs")
-    @classmethod
-    def _only_with_logprobs(cls, top_logprobs: int | None, info: ValidationInfo) -> int | None:
-        if top_logprobs is not None and not info.data.get("logprobs"):
-            raise ValueError("allowed only when logprobs is true")
-        return top_logprobs
-
     @field_validator("stream_options")
     @classmethod
     def _only_when_streaming(cls, options: StreamOptions | None,
@@ -138,6 +124,80 @@ class ChatCompletionRequest(_Request):
         if options is not None and not info.data.get("stream"):
             raise ValueError("allowed only when stream is true")
         return options
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+    def sampling(self, logprobs: int | None) -> dict[str, Any]:
+        """The sampling fields given, by their names in protocol/sampling.py, with OpenAI's own
+        spellings (max_completion_tokens, stop, logprobs) under the names the engine mapping reads."""
+        given = {name: getattr(self, name) for name in _SAMPLING_FIELDS}
+        if self.max_completion_tokens is not None:
+            given["max_tokens"] = self.max_completion_tokens
+        given.update(stop=self.stop or None, logprobs=logprobs)
+        return {name: value for name, value in given.items() if value is not None}
+
+
+# The sampling table's fields, as optional pydantic fields; top_logprobs is declared by the request
+# that spells it so.
+_SAMPLING_FIELDS: dict[str, Any] = {
+    name: (_JSON_TYPES[spec["type"]] | None, _bounded(name))
+    for name, spec in OPENAI_SAMPLING_FIELDS.items() if name != "top_logprobs"
+}
+_SampledRequest: Any = create_model("_SampledRequest", __base__=_TextRequestFields, **_SAMPLING_FIELDS)
+
+
+class ChatCompletionRequest(_SampledRequest):
+    messages: list[Message] = Field(min_length=1)
+    logprobs: bool = False
+    top_logprobs: int | None = _bounded("top_logprobs")
+    response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _only_with_logprobs(cls, top_logprobs: int | None, info: ValidationInfo) -> int | None:
+        if top_logprobs is not None and not info.data.get("logprobs"):
+            raise ValueError("allowed only when logprobs is true")
+        return top_logprobs
+
+
+class CompletionRequest(_SampledRequest):
+    """The legacy completions API: a prompt in, text out; no chat template."""
+
+    prompt: Any
+    # Here logprobs is the number of most likely tokens to return (0 to 5), not a switch.
+    logprobs: Annotated[int | None, Field(ge=0, le=5)] = None
+    echo: bool = False
+    suffix: str | None = None
+    best_of: Annotated[int | None, Field(ge=1)] = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_text_prompt(cls, prompt: Any) -> str:
+        if isinstance(prompt, list) and len(prompt) == 1:
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise ValueError("must be a string (or an array of one string); token arrays and batches of "
+                             "prompts are not supported")
+        if not prompt:
+            raise ValueError("must not be empty")
+        return prompt
+
+    @field_validator("echo", "suffix")
+    @classmethod
+    def _not_supported(cls, value: Any) -> Any:
+        if value:
+            raise ValueError("is not supported")
+        return value
+
+    @field_validator("best_of")
+    @classmethod
+    def _as_many_as_n(cls, best_of: int | None, info: ValidationInfo) -> int | None:
+        if best_of is not None and best_of != (info.data.get("n") or 1):
+            raise ValueError("other than n is not supported")
+        return best_of
 
 
 class EmbeddingsRequest(_Request):
@@ -178,26 +238,19 @@ def _is_type_tag(part: Any) -> bool:
 
 def text_request(chat: ChatCompletionRequest) -> TextRequest:
     """The same neutral request the Workers AI endpoint builds."""
-    sampling = SamplingOptions(
-        max_tokens=chat.max_completion_tokens if chat.max_completion_tokens is not None else chat.max_tokens,
-        temperature=chat.temperature,
-        top_p=chat.top_p,
-        top_k=chat.top_k,
-        seed=chat.seed,
-        repetition_penalty=chat.repetition_penalty,
-        frequency_penalty=chat.frequency_penalty,
-        presence_penalty=chat.presence_penalty,
-        stop=chat.stop,
-        n=chat.n or 1,
-        logprobs=(chat.top_logprobs or 0) if chat.logprobs else None,
-    )
     return TextRequest(
         messages=[message.model_dump(exclude_none=True) for message in chat.messages],
         tools=chat.tools,
-        sampling=sampling,
+        sampling=chat.sampling(logprobs=(chat.top_logprobs or 0) if chat.logprobs else None),
         output=_output_format(chat.response_format),
         stream=chat.stream,
     )
+
+
+def completion_text_request(completion: CompletionRequest) -> TextRequest:
+    """The prompt goes to the model as it is, as `raw` does on the run endpoint."""
+    return TextRequest(prompt=completion.prompt, raw=True, sampling=completion.sampling(completion.logprobs),
+                       stream=completion.stream)
 
 
 def _output_format(response_format: ResponseFormat | None) -> OutputFormat:
@@ -233,7 +286,7 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) ->
 
 
 def logprobs_content(positions: list[dict[str, Any]], top_logprobs: int) -> list[dict[str, Any]]:
-    """The engine's per-token logprobs in OpenAI's shape, with the UTF-8 bytes of each token."""
+    """The engine's per-token logprobs in chat's shape, with the UTF-8 bytes of each token."""
     return [
         {
             **_token(position["token"], position["logprob"]),
@@ -247,40 +300,111 @@ def _token(text: str, logprob: float) -> dict[str, Any]:
     return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
 
 
-def chat_completion(*, id: str, created: int, model: str, choices: list[dict[str, Any]],
-                    usage: dict[str, Any]) -> dict[str, Any]:
-    return {"id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": choices, "usage": usage}
-
-
-def completion_choice(index: int, text: str, finish_reason: str | None,
-                      logprobs: list[dict[str, Any]] | None) -> dict[str, Any]:
+def completion_logprobs(positions: list[dict[str, Any]], top_logprobs: int, offset: int) -> dict[str, Any]:
+    """The legacy completions shape: parallel lists, and each token's character offset in the text
+    generated for that choice, counted from `offset` (what came before in a stream)."""
+    offsets = []
+    for position in positions:
+        offsets.append(offset)
+        offset += len(position["token"])
     return {
-        "index": index,
-        "message": {"role": "assistant", "content": text},
-        "logprobs": {"content": logprobs} if logprobs is not None else None,
-        "finish_reason": finish_reason or "stop",
+        "tokens": [position["token"] for position in positions],
+        "token_logprobs": [position["logprob"] for position in positions],
+        "top_logprobs": [{top["token"]: top["logprob"] for top in position["top"][:top_logprobs]}
+                         for position in positions],
+        "text_offset": offsets,
     }
 
 
-def chunk(*, id: str, created: int, model: str, choices: list[dict[str, Any]],
-          usage: dict[str, Any] | None = None, include_usage: bool = False) -> dict[str, Any]:
-    """One `chat.completion.chunk`; with include_usage every chunk carries `usage` (null until the last)."""
-    body = {"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": choices}
-    if include_usage:
-        body["usage"] = usage
-    return body
+@dataclass
+class _AnswerFormat:
+    """What every OpenAI text answer carries; subclasses write the choices."""
+
+    object: ClassVar[str]
+    chunk_object: ClassVar[str]
+
+    id: str
+    created: int
+    model: str  # as the client named it
+    top_logprobs: int | None = None
+    include_usage: bool = False
+
+    def whole(self, completion: Completion) -> dict[str, Any]:
+        return {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
+                "choices": [self.whole_choice(choice) for choice in completion.choices],
+                "usage": usage(completion.prompt_tokens, completion.completion_tokens, completion.cached_tokens)}
+
+    def chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One stream chunk; with include_usage every chunk carries `usage` (null until the last)."""
+        body = {"id": self.id, "object": self.chunk_object, "created": self.created, "model": self.model,
+                "choices": choices}
+        if self.include_usage:
+            body["usage"] = usage
+        return body
+
+    def whole_choice(self, choice: Choice) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def chunk_choice(self, delta: TextDelta) -> dict[str, Any] | None:
+        """The choice a delta adds to the stream; None when it adds nothing a client would see."""
+        raise NotImplementedError
 
 
-def chunk_choice(index: int, delta: dict[str, Any], finish_reason: str | None,
-                 logprobs: list[dict[str, Any]] | None) -> dict[str, Any]:
-    return {
-        "index": index,
-        "delta": delta,
-        "logprobs": {"content": logprobs} if logprobs is not None else None,
-        "finish_reason": finish_reason,
-    }
+@dataclass
+class ChatFormat(_AnswerFormat):
+    """`chat.completion`, and `chat.completion.chunk` events: the role first, then content, each
+    choice ending with its finish_reason."""
+
+    object: ClassVar[str] = "chat.completion"
+    chunk_object: ClassVar[str] = "chat.completion.chunk"
+    _started: set[int] = field(default_factory=set)
+
+    def _logprobs(self, positions: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if self.top_logprobs is None:
+            return None
+        return {"content": logprobs_content(positions, self.top_logprobs)}
+
+    def whole_choice(self, choice: Choice) -> dict[str, Any]:
+        return {"index": choice.index, "message": {"role": "assistant", "content": choice.text},
+                "logprobs": self._logprobs(choice.logprobs), "finish_reason": choice.finish_reason or "stop"}
+
+    def chunk_choice(self, delta: TextDelta) -> dict[str, Any] | None:
+        message: dict[str, Any] = {}
+        if delta.index not in self._started:
+            self._started.add(delta.index)
+            message["role"] = "assistant"
+        if delta.text or "role" in message:
+            message["content"] = delta.text
+        logprobs = self._logprobs(delta.logprobs)
+        if not (message or delta.finish_reason or (logprobs and logprobs["content"])):
+            return None
+        return {"index": delta.index, "delta": message, "logprobs": logprobs, "finish_reason": delta.finish_reason}
+
+
+@dataclass
+class CompletionFormat(_AnswerFormat):
+    """`text_completion`, whole or streamed: each chunk carries its choice's new text."""
+
+    object: ClassVar[str] = "text_completion"
+    chunk_object: ClassVar[str] = "text_completion"
+    _offsets: dict[int, int] = field(default_factory=dict)  # characters streamed so far, per choice
+
+    def _logprobs(self, index: int, positions: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if self.top_logprobs is None:
+            return None
+        offset = self._offsets.get(index, 0)
+        self._offsets[index] = offset + sum(len(position["token"]) for position in positions)
+        return completion_logprobs(positions, self.top_logprobs, offset)
+
+    def whole_choice(self, choice: Choice) -> dict[str, Any]:
+        return {"index": choice.index, "text": choice.text, "logprobs": self._logprobs(choice.index, choice.logprobs),
+                "finish_reason": choice.finish_reason or "stop"}
+
+    def chunk_choice(self, delta: TextDelta) -> dict[str, Any] | None:
+        if not (delta.text or delta.finish_reason or delta.logprobs):
+            return None
+        return {"index": delta.index, "text": delta.text, "logprobs": self._logprobs(delta.index, delta.logprobs),
+                "finish_reason": delta.finish_reason}
 
 
 def error_body(error: errors.WaiError) -> dict[str, Any]:

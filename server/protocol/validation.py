@@ -2,7 +2,7 @@
 
 Supports the subset the Workers AI input schemas use: type, enum, minLength, minimum, maximum,
 required, properties, items, minItems, maxItems, oneOf. Paths are JSON pointers with the root written '/'.
-Examples of the messages (CONTRACT.md section 1):
+Examples of the messages (docs/compatibility.md, section 6):
   oneOf at '/' not met, 0 matches: required properties at '/' are 'prompt', ...
   Type mismatch of '/messages/0/content', 'array' not in 'string'
   '/temperature' must be <= 5

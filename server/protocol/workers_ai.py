@@ -10,9 +10,11 @@ import json
 from typing import Any
 
 from server import errors
-from server.protocol.sampling import SAMPLING_FIELDS
+from server.config import ModelConfig
+from server.protocol.sampling import SAMPLING_FIELDS, integer_fields
 from server.protocol.validation import validate
-from server.serving.requests import EmbeddingRequest, OutputFormat, SamplingOptions, TextRequest
+from server.serving.requests import EmbeddingRequest, OutputFormat, TextRequest
+from server.serving.text import Completion
 
 _STRING = {"type": "string"}
 _BOOLEAN = {"type": "boolean"}
@@ -149,15 +151,20 @@ TEXT_EMBEDDINGS_OUTPUT = {
     },
 }
 
-SCHEMAS = {
+SCHEMAS: dict[str, dict[str, Any]] = {
     "text-generation": {"input": TEXT_GENERATION_INPUT, "output": TEXT_GENERATION_OUTPUT},
     "text-embeddings": {"input": TEXT_EMBEDDINGS_INPUT, "output": TEXT_EMBEDDINGS_OUTPUT},
 }
 
 
-def published_schema(task: str = "text-generation") -> dict[str, Any]:
-    """The input and output schemas as `/ai/models/schema` returns them (a copy: callers may mutate)."""
-    return copy.deepcopy(SCHEMAS[task])
+def published_schema(model: ModelConfig) -> dict[str, Any]:
+    """The input and output schemas as `/ai/models/schema` returns them, with this model's defaults."""
+    schema = copy.deepcopy(SCHEMAS[model.task])
+    if model.task == "text-generation":
+        for form in schema["input"]["oneOf"]:
+            form["properties"]["max_tokens"]["default"] = model.default_max_tokens
+            form["properties"]["temperature"]["default"] = model.default_temperature
+    return schema
 
 
 def parse_embeddings_input(body: Any) -> EmbeddingRequest:
@@ -174,13 +181,16 @@ def embeddings_result(vectors: list[list[float]], pooling: str) -> dict[str, Any
     return {"shape": [len(vectors), len(vectors[0]) if vectors else 0], "data": vectors, "pooling": pooling}
 
 
+_INTEGERS = integer_fields(SAMPLING_FIELDS)
+
+
 def parse_run_input(body: Any) -> TextRequest:
     """Validate a run body against the schema; raise 5006 with the validator's words."""
     problems = validate(body, TEXT_GENERATION_INPUT)
     if problems:
         raise errors.bad_input(", ".join(problems))
-    sampling = SamplingOptions(**{name: body[name] for name in SAMPLING_FIELDS if name in body})
-    sampling = _integers_as_int(sampling)
+    # JSON allows 5.0 for an integer; the engine wants 5.
+    sampling = {name: int(body[name]) if name in _INTEGERS else body[name] for name in SAMPLING_FIELDS if name in body}
     return TextRequest(
         prompt=body.get("prompt"),
         messages=body.get("messages"),
@@ -193,17 +203,20 @@ def parse_run_input(body: Any) -> TextRequest:
     )
 
 
-def _integers_as_int(sampling: SamplingOptions) -> SamplingOptions:
-    """JSON allows 5.0 for an integer; the engine wants 5."""
-    fields = {name: int(getattr(sampling, name)) for name in ("max_tokens", "top_k", "seed")
-              if getattr(sampling, name) is not None}
-    return SamplingOptions(**{**sampling.__dict__, **fields})
-
-
 def _output_format(response_format: dict[str, Any] | None) -> OutputFormat:
     if not response_format or "type" not in response_format:
         return OutputFormat()
     return OutputFormat(type=response_format["type"], schema=response_format.get("json_schema"))
+
+
+def text_result(completion: Completion, json_mode: bool) -> dict[str, Any]:
+    """A run endpoint's text result: the first choice, parsed in JSON mode, with its usage."""
+    text = completion.choices[0].text
+    return {
+        "response": json_response(text) if json_mode else text,
+        "tool_calls": [],
+        "usage": usage(completion.prompt_tokens, completion.completion_tokens),
+    }
 
 
 def json_response(text: str) -> Any:
@@ -214,7 +227,7 @@ def json_response(text: str) -> Any:
         raise errors.json_mode_failed() from exc
 
 
-def success(result: dict[str, Any]) -> dict[str, Any]:
+def success(result: Any) -> dict[str, Any]:
     return {"result": result, "success": True, "errors": [], "messages": []}
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from server import errors
 from server.config import ModelConfig
-from server.engine.vllm_engine import EmbeddingEngine, EngineRejected, EngineUnavailable
+from server.engine.types import EmbeddingEngine
+from server.serving.engine_errors import engine_errors, ensure_ready
 from server.serving.requests import EmbeddingRequest
 
 
@@ -26,21 +27,16 @@ class EmbeddingService:
         self.engine = engine
 
     async def embed(self, request: EmbeddingRequest, request_id: str) -> Embeddings:
-        if not self.engine.is_ready():
-            raise errors.capacity_exceeded(status=503, retry_after_s=5)
-        token_ids = await asyncio.to_thread(self._tokenize, request.texts)
-        try:
+        ensure_ready(self.engine)
+        with engine_errors():
+            token_ids = await self.engine.with_tokenizer(self._tokenize, request.texts)
             vectors = await self.engine.embed(token_ids, request.pooling, request_id)
-        except EngineUnavailable as exc:
-            raise errors.capacity_exceeded(status=503, retry_after_s=5) from exc
-        except EngineRejected as exc:
-            raise errors.bad_input(str(exc)) from exc
         return Embeddings(vectors, sum(len(ids) for ids in token_ids), request.pooling)
 
-    def _tokenize(self, texts: tuple[str, ...]) -> list[list[int]]:
+    def _tokenize(self, tokenizer: Any, texts: tuple[str, ...]) -> list[list[int]]:
         # A text over the window is refused rather than cut: a silently truncated text would embed
         # something other than what the client sent.
-        token_ids = [self.engine.tokenizer.encode(text) for text in texts]
+        token_ids = [tokenizer.encode(text) for text in texts]
         for ids in token_ids:
             if len(ids) > self.model.context_window:
                 raise errors.context_window_exceeded(len(ids), self.model.context_window, param="input")

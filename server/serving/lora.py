@@ -4,7 +4,8 @@ One folder per fine-tune, named by its uuid (never by anything a client sent), h
 `finetune.json` (metadata), `adapter_config.json` and `adapter_model.safetensors`. Every write goes
 to a temporary file in the store and is renamed into place, so a crash or a refused upload never
 leaves a half-written file where a reader could see it. A fine-tune is usable as soon as both files
-are in and checked together; the store is read from disk, so it survives restarts.
+are in and checked together. The store's index is read from disk once, at start (so it survives
+restarts), and kept in memory after: every write goes to both.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class AdapterStore:
         for leftover in (UPLOADS, TRASH):  # what an interrupted upload or delete left behind
             shutil.rmtree(root / leftover, ignore_errors=True)
             (root / leftover).mkdir()
+        self._finetunes = {finetune.id: finetune for finetune in self._read_all()}
 
     # --- the management API ---------------------------------------------------------------
 
@@ -102,11 +104,12 @@ class AdapterStore:
         folder = self._folder(finetune.id)
         folder.mkdir()
         self._write_metadata(finetune)
+        self._finetunes[finetune.id] = finetune
         log.info("created finetune %s (%s) for %s", finetune.name, finetune.id, finetune.model)
         return finetune
 
-    def list(self, public_only: bool = False) -> list[Finetune]:
-        finetunes = [f for f in self._all() if f.public or not public_only]
+    def finetunes(self, public_only: bool = False) -> list[Finetune]:
+        finetunes = [f for f in self._finetunes.values() if f.public or not public_only]
         return sorted(finetunes, key=lambda f: (f.created_at, f.name))
 
     def get(self, id_or_name: str) -> Finetune:
@@ -120,6 +123,7 @@ class AdapterStore:
         # One rename takes it out of sight; removing the files after cannot leave it half there.
         trashed = self.root / TRASH / finetune.id
         os.replace(self._folder(finetune.id), trashed)
+        del self._finetunes[finetune.id]
         shutil.rmtree(trashed, ignore_errors=True)
         log.info("deleted finetune %s (%s)", finetune.name, finetune.id)
         return finetune
@@ -170,12 +174,12 @@ class AdapterStore:
             raise errors.lora_not_supported(model)
         return lora_model
 
-    def adapter_for(self, model: str, lora: str, param: str = "lora") -> Adapter:
+    def adapter_for(self, model: str, lora: str) -> Adapter:
         """The adapter a request's `lora` (a fine-tune's name or id) means on `model`."""
         lora_model = self.lora_model(model)
         finetune = self._find(lora)
         if finetune is None or finetune.model != lora_model.config.name:
-            raise errors.unknown_adapter(lora, model, param=param)
+            raise errors.unknown_adapter(lora, model)
         folder = self._folder(finetune.id)
         if not all((folder / name).is_file() for name in ADAPTER_FILES):
             raise errors.finetune_missing_files()
@@ -197,7 +201,7 @@ class AdapterStore:
             raise errors.finetune_not_found(finetune_id)
         return folder
 
-    def _all(self) -> list[Finetune]:
+    def _read_all(self) -> list[Finetune]:
         finetunes = []
         for metadata in self.root.glob(f"[!.]*/{METADATA}"):
             try:
@@ -207,7 +211,8 @@ class AdapterStore:
         return finetunes
 
     def _find(self, id_or_name: str) -> Finetune | None:
-        return next((f for f in self._all() if id_or_name in (f.id, f.name)), None)
+        found = self._finetunes.get(id_or_name)
+        return found or next((f for f in self._finetunes.values() if f.name == id_or_name), None)
 
     def _write_metadata(self, finetune: Finetune) -> None:
         folder = self._folder(finetune.id)

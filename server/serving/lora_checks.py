@@ -16,7 +16,7 @@ from typing import Any
 
 from safetensors import safe_open
 
-from server import errors
+from server.errors import invalid_finetune
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -28,6 +28,10 @@ HOSTED_MODEL_TYPES = {"llama", "mistral", "gemma"}
 FLOAT_DTYPES = {"F16", "BF16", "F32"}
 # PEFT's tensor names: base_model.model.<module path>.lora_A.weight
 LORA_TENSOR = re.compile(r"^base_model\.model\.(?P<module>[\w.]+)\.lora_(?P<part>[AB])\.weight$")
+
+
+class BaseModelUnreadable(Exception):
+    """A LoRA-enabled model's own checkpoint cannot be read, so adapters cannot be checked against it."""
 
 
 @dataclass(frozen=True)
@@ -68,40 +72,36 @@ def read_base_model_shapes(checkpoint: Path) -> BaseModelShapes:
     return BaseModelShapes(model_type=model_type, linear_weights=linear)
 
 
-def invalid(reason: str) -> errors.WaiError:
-    return errors.invalid_finetune(reason)
-
-
 def check_config(raw: bytes, base: BaseModelShapes, max_rank: int) -> AdapterConfig:
     """adapter_config.json: PEFT's LoRA format, within the rank limit, on modules the base model has."""
     try:
         config = json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise invalid(f"adapter_config.json is not valid JSON: {exc}") from exc
+        raise invalid_finetune(f"adapter_config.json is not valid JSON: {exc}") from exc
     if not isinstance(config, dict):
-        raise invalid("adapter_config.json must be a JSON object")
+        raise invalid_finetune("adapter_config.json must be a JSON object")
     peft_type = config.get("peft_type", "LORA")
     if peft_type != "LORA":
-        raise invalid(f"adapter_config.json: peft_type {peft_type!r} is not supported; only LORA is")
-    rank = config.get("r")
+        raise invalid_finetune(f"adapter_config.json: peft_type {peft_type!r} is not supported; only LORA is")
+    rank: Any = config.get("r")
     if not _positive_int(rank):
-        raise invalid("adapter_config.json: 'r' (the LoRA rank) must be a positive integer")
+        raise invalid_finetune("adapter_config.json: 'r' (the LoRA rank) must be a positive integer")
     if not isinstance(config.get("lora_alpha"), int | float) or isinstance(config.get("lora_alpha"), bool):
-        raise invalid("adapter_config.json: 'lora_alpha' must be a number")
+        raise invalid_finetune("adapter_config.json: 'lora_alpha' must be a number")
     rank_pattern = config.get("rank_pattern") or {}
     if not isinstance(rank_pattern, dict) or not all(_positive_int(r) for r in rank_pattern.values()):
-        raise invalid("adapter_config.json: 'rank_pattern' must map module patterns to positive integers")
+        raise invalid_finetune("adapter_config.json: 'rank_pattern' must map module patterns to positive integers")
     largest = max([rank, *rank_pattern.values()])
     if largest > max_rank:
-        raise invalid(f"adapter_config.json: LoRA rank {largest} is over this model's limit of {max_rank}")
+        raise invalid_finetune(f"adapter_config.json: LoRA rank {largest} is over this model's limit of {max_rank}")
     _check_features(config)
     model_type = config.get("model_type")
     if model_type is not None:
         if model_type not in HOSTED_MODEL_TYPES:
-            raise invalid(f"adapter_config.json: model_type {model_type!r} is not one of "
+            raise invalid_finetune(f"adapter_config.json: model_type {model_type!r} is not one of "
                           f"{', '.join(sorted(HOSTED_MODEL_TYPES))}")
         if base.model_type is not None and model_type != base.model_type:
-            raise invalid(f"adapter_config.json: model_type {model_type!r} does not match the base model's "
+            raise invalid_finetune(f"adapter_config.json: model_type {model_type!r} does not match the base model's "
                           f"{base.model_type!r}")
     targets = _target_modules(config.get("target_modules"), base)
     return AdapterConfig(rank=rank, max_rank=largest, target_modules=targets, has_rank_pattern=bool(rank_pattern))
@@ -114,24 +114,24 @@ def _positive_int(value: Any) -> bool:
 def _check_features(config: dict[str, Any]) -> None:
     """PEFT options the engine cannot serve; refusing them now beats failing on the first request."""
     if config.get("use_dora"):
-        raise invalid("adapter_config.json: DoRA (use_dora) is not supported")
+        raise invalid_finetune("adapter_config.json: DoRA (use_dora) is not supported")
     if config.get("bias", "none") != "none":
-        raise invalid("adapter_config.json: LoRA bias is not supported; 'bias' must be 'none'")
+        raise invalid_finetune("adapter_config.json: LoRA bias is not supported; 'bias' must be 'none'")
     if config.get("modules_to_save"):
-        raise invalid("adapter_config.json: modules_to_save is not supported; only LoRA weights are served")
+        raise invalid_finetune("adapter_config.json: modules_to_save is not supported; only LoRA weights are served")
     if config.get("layer_replication"):
-        raise invalid("adapter_config.json: layer_replication is not supported")
+        raise invalid_finetune("adapter_config.json: layer_replication is not supported")
 
 
 def _target_modules(value: Any, base: BaseModelShapes) -> frozenset[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(m, str) for m in value):
-        raise invalid("adapter_config.json: 'target_modules' must be a non-empty list of module names "
+        raise invalid_finetune("adapter_config.json: 'target_modules' must be a non-empty list of module names "
                       "such as [\"q_proj\", \"v_proj\"]")
     unknown = sorted(set(value) - base.module_names)
     if unknown:
-        raise invalid(f"adapter_config.json: target_modules {unknown} do not exist in the base model "
+        raise invalid_finetune(f"adapter_config.json: target_modules {unknown} do not exist in the base model "
                       f"(it has {sorted(base.module_names)})")
     return frozenset(value)
 
@@ -147,20 +147,21 @@ def check_weights(path: Path, base: BaseModelShapes, config: AdapterConfig | Non
             tensors = {name: (weights.get_slice(name).get_dtype(), weights.get_slice(name).get_shape())
                        for name in weights.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own error types for a malformed header
-        raise invalid(f"adapter_model.safetensors is not a valid safetensors file: {exc}") from exc
+        raise invalid_finetune(f"adapter_model.safetensors is not a valid safetensors file: {exc}") from exc
     if not tensors:
-        raise invalid("adapter_model.safetensors holds no tensors")
+        raise invalid_finetune("adapter_model.safetensors holds no tensors")
     pairs: dict[str, dict[str, list[int]]] = {}
     for name, (dtype, shape) in sorted(tensors.items()):
         match = LORA_TENSOR.match(name)
         if match is None:
-            raise invalid(f"adapter_model.safetensors: tensor {name!r} is not a LoRA weight "
+            raise invalid_finetune(f"adapter_model.safetensors: tensor {name!r} is not a LoRA weight "
                           "(expected base_model.model.<module>.lora_A.weight or .lora_B.weight)")
         if dtype.upper() not in FLOAT_DTYPES:
-            raise invalid(f"adapter_model.safetensors: tensor {name!r} has dtype {dtype}; "
+            raise invalid_finetune(f"adapter_model.safetensors: tensor {name!r} has dtype {dtype}; "
                           "quantized adapters are not supported (use float16, bfloat16 or float32)")
         if len(shape) != 2:
-            raise invalid(f"adapter_model.safetensors: tensor {name!r} has shape {shape}, expected 2 dimensions")
+            raise invalid_finetune(
+                f"adapter_model.safetensors: tensor {name!r} has shape {shape}, expected 2 dimensions")
         pairs.setdefault(match["module"], {})[match["part"]] = shape
     for module, parts in pairs.items():
         _check_pair(module, parts, base, config)
@@ -170,20 +171,20 @@ def _check_pair(module: str, parts: dict[str, list[int]], base: BaseModelShapes,
                 config: AdapterConfig | None) -> None:
     if set(parts) != {"A", "B"}:
         missing = "lora_B" if "A" in parts else "lora_A"
-        raise invalid(f"adapter_model.safetensors: module {module!r} has no {missing} weight")
+        raise invalid_finetune(f"adapter_model.safetensors: module {module!r} has no {missing} weight")
     if module not in base.linear_weights:
-        raise invalid(f"adapter_model.safetensors: module {module!r} does not exist in the base model")
+        raise invalid_finetune(f"adapter_model.safetensors: module {module!r} does not exist in the base model")
     out_features, in_features = base.linear_weights[module]
     (rank, a_in), (b_out, b_rank) = parts["A"], parts["B"]
     if a_in != in_features or b_out != out_features or rank != b_rank:
-        raise invalid(f"adapter_model.safetensors: shapes of {module!r} do not match the base model: "
+        raise invalid_finetune(f"adapter_model.safetensors: shapes of {module!r} do not match the base model: "
                       f"lora_A {parts['A']} and lora_B {parts['B']}, expected [r, {in_features}] and "
                       f"[{out_features}, r]")
     if config is None:
         return
     if rank > config.max_rank or (not config.has_rank_pattern and rank != config.rank):
-        raise invalid(f"adapter_model.safetensors: {module!r} has rank {rank}, but adapter_config.json "
+        raise invalid_finetune(f"adapter_model.safetensors: {module!r} has rank {rank}, but adapter_config.json "
                       f"says r = {config.rank}")
     if module.rsplit(".", 1)[-1] not in config.target_modules:
-        raise invalid(f"adapter_model.safetensors: {module!r} is not among adapter_config.json's "
+        raise invalid_finetune(f"adapter_model.safetensors: {module!r} is not among adapter_config.json's "
                       f"target_modules {sorted(config.target_modules)}")

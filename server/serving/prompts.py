@@ -14,7 +14,7 @@ def render_prompt(tokenizer: Any, request: TextRequest) -> list[int]:
     """Token ids of the prompt exactly as the model will see it."""
     if request.raw:
         # The prompt goes to the model as is; the tokenizer adds only what it always adds (BOS).
-        text = request.prompt if request.prompt is not None else "\n".join(m["content"] for m in request.messages)
+        text = request.prompt if request.prompt is not None else "\n".join(m["content"] for m in request.messages or [])
         return tokenizer.encode(text)
     messages = request.messages if request.messages is not None else [{"role": "user", "content": request.prompt}]
     kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": False}

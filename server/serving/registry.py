@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from server import errors
 from server.serving.embeddings import EmbeddingService
@@ -15,7 +15,8 @@ Service = TextService | EmbeddingService
 @dataclass(frozen=True)
 class Route:
     service: Service
-    requested_name: str
+    requested_name: str  # the model's name as the client called it
+    finetune: str | None = None  # a fine-tune the client named instead of a model (OpenAI's `model`)
 
     @property
     def stand_in(self) -> str | None:
@@ -41,16 +42,15 @@ class ModelRegistry:
         """Every public name, in config order: a model's own name, then its aliases and stand-in names."""
         return [Route(service, name) for service in self.services for name in service.model.served_names]
 
-    def route_model_or_finetune(self, name: str, task: str | None = None) -> tuple[Route, str | None]:
+    def route_model_or_finetune(self, name: str, task: str | None = None) -> Route:
         """What a public name means where the protocol has only `model` (OpenAI): a served model,
-        or a fine-tune's name or id, which means its base model with that adapter. Returns the route
-        and the fine-tune to put in the request's `lora` (None for a plain model)."""
+        or a fine-tune's name or id, which means its base model with that adapter."""
         if name in self._by_name:
-            return self.route(name, task), None
+            return self.route(name, task)
         finetune = self.adapters.find_by_name(name)
         if finetune is None:
             raise errors.unknown_model(name)
-        return self.route(finetune.model, task), name
+        return replace(self.route(finetune.model, task), finetune=name)
 
     def all_ready(self) -> bool:
         return bool(self.services) and all(service.engine.is_ready() for service in self.services)

@@ -1,26 +1,10 @@
-"""A validated text request, the same for every protocol: what the client asked for, in its words."""
+"""A validated request, the same for every protocol: what the client asked for, in its words."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    """Sampling as the client sent it; None means "not given" (the model's default applies)."""
-
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    seed: int | None = None
-    repetition_penalty: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    stop: tuple[str, ...] = ()
-    n: int = 1
-    logprobs: int | None = None  # None: no logprobs; k: the sampled token's and the k most likely
 
 
 @dataclass(frozen=True)
@@ -31,16 +15,31 @@ class OutputFormat:
 
 @dataclass(frozen=True)
 class TextRequest:
-    """Exactly one of `prompt` and `messages` is set."""
+    """Exactly one of `prompt` and `messages` is set.
+
+    `sampling` holds the sampling fields the client gave, by their names in protocol/sampling.py
+    (plus `n`, `stop` and `logprobs`: the number of most likely tokens to return per position),
+    already checked against their ranges; a field left out takes the model's default.
+    """
 
     prompt: str | None = None
     messages: list[dict[str, Any]] | None = None
     raw: bool = False
     tools: list[dict[str, Any]] | None = None
-    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    sampling: Mapping[str, Any] = field(default_factory=dict)
     output: OutputFormat = field(default_factory=OutputFormat)
     lora: str | None = None
     stream: bool = False
+
+    @property
+    def top_logprobs(self) -> int | None:
+        """None: no logprobs; k: the sampled token's and the k most likely at each position."""
+        return self.sampling.get("logprobs")
+
+    @property
+    def as_sent(self) -> Any:
+        """The prompt or the messages, for the request log."""
+        return self.prompt if self.prompt is not None else self.messages
 
 
 @dataclass(frozen=True)

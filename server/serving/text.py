@@ -1,16 +1,19 @@
-"""Text generation for every protocol: render, check limits, run on the engine, count usage."""
+"""Text generation for every protocol: render, check limits, run on the engine, collect choices.
+
+The service yields the engine's deltas; counting them (usage, metrics, logs) is the API layer's.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server import errors
 from server.config import ModelConfig
-from server.engine.types import Adapter, GenerationParams, TextDelta
-from server.engine.vllm_engine import AdapterLoadFailed, EngineRejected, EngineUnavailable, TextEngine
-from server.records import RequestRecord
+from server.engine.types import Adapter, GenerationParams, TextDelta, TextEngine
+from server.serving.engine_errors import engine_errors, ensure_ready
 from server.serving.lora import AdapterStore
 from server.serving.prompts import render_prompt
 from server.serving.requests import TextRequest
@@ -30,10 +33,6 @@ class PreparedText:
     @property
     def choices(self) -> int:
         return self.params.n * self.copies
-
-    @property
-    def adapter_name(self) -> str | None:
-        return self.adapter.name if self.adapter is not None else None
 
 
 @dataclass
@@ -64,68 +63,51 @@ class TextService:
         self.engine = engine
         self.adapters = adapters
 
-    async def prepare(self, request: TextRequest, requested_model: str) -> PreparedText:
-        """Render and check `request`; errors name the model as the client called it."""
-        if not self.engine.is_ready():
-            raise errors.capacity_exceeded(status=503, retry_after_s=5)
-        adapter = None
-        if request.lora is not None:
-            # 405 / 5005 when this model has LoRA off; an unknown fine-tune is the client's 400.
-            adapter = self.adapters.adapter_for(requested_model, request.lora)
+    def adapter_for(self, request: TextRequest, requested_model: str) -> Adapter | None:
+        """The fine-tune a request's `lora` names: 405 / 5005 when this model has LoRA off, 400 / 3041
+        when there is no such fine-tune; errors name the model as the client called it."""
+        if request.lora is None:
+            return None
+        return self.adapters.adapter_for(requested_model, request.lora)
+
+    async def prepare(self, request: TextRequest, adapter: Adapter | None = None) -> PreparedText:
+        """Render and check `request`."""
+        ensure_ready(self.engine)
         # Tokenizing a long prompt takes a while; keep the event loop free for other requests.
-        prompt_token_ids = await self.engine.with_tokenizer(render_prompt, request)
+        with engine_errors():
+            prompt_token_ids = await self.engine.with_tokenizer(render_prompt, request)
         if not prompt_token_ids:
             raise errors.bad_input("the prompt is empty after rendering", param="messages")
-        params = generation_params(request.sampling, request.output, self.model.default_max_tokens)
+        params = generation_params(request.sampling, request.output, self.model)
         requested = len(prompt_token_ids) + params.max_tokens
         if requested > self.model.context_window:
             raise errors.context_window_exceeded(requested, self.model.context_window)
         params, copies = engine_choices(params)
         return PreparedText(request, prompt_token_ids, params, copies, adapter)
 
-    async def stream(self, prepared: PreparedText, record: RequestRecord) -> AsyncIterator[TextDelta]:
-        """Deltas as the engine makes them, counted by `record`; closing this early aborts the engine
-        request. The engine request id is the record's (the `cf-ai-req-id` the client sees)."""
-        async for delta in record.watch(self._generate(prepared, record.request_id)):
-            yield delta
-
-    async def _generate(self, prepared: PreparedText, request_id: str) -> AsyncIterator[TextDelta]:
-        try:
-            async for delta in self.engine.generate(prepared.prompt_token_ids, prepared.params, request_id,
-                                                    prepared.adapter):
-                if prepared.copies == 1:
-                    yield delta
-                    continue
-                for copy in range(prepared.copies):
-                    yield replace(delta, index=delta.index * prepared.copies + copy)
-        except AdapterLoadFailed as exc:
-            raise errors.finetune_failed_to_load(str(exc)) from exc
-        except EngineUnavailable as exc:
-            raise errors.capacity_exceeded(status=503, retry_after_s=5) from exc
-        except EngineRejected as exc:
-            raise errors.bad_input(str(exc)) from exc
-
-    async def open_stream(self, prepared: PreparedText, record: RequestRecord) -> AsyncIterator[TextDelta]:
-        """Start generating and wait for the first delta, so that a request the engine refuses
-        still gets a proper error status instead of a broken 200 stream."""
-        stream = self.stream(prepared, record)
-        first = await anext(stream)
-        return _prepend(first, stream)
-
-    async def complete(self, prepared: PreparedText, record: RequestRecord) -> Completion:
-        choices = [Choice(index) for index in range(prepared.choices)]
-        completion = Completion(choices, prompt_tokens=len(prepared.prompt_token_ids))
-        async for delta in self.stream(prepared, record):
-            choice = choices[delta.index]
-            choice.text += delta.text
-            choice.completion_tokens = delta.completion_tokens
-            choice.finish_reason = delta.finish_reason or choice.finish_reason
-            choice.logprobs += delta.logprobs
-            completion.cached_tokens = delta.cached_tokens
-        return completion
+    async def stream(self, prepared: PreparedText, request_id: str) -> AsyncIterator[TextDelta]:
+        """Deltas as the engine makes them, one index per client choice; closing this early aborts
+        the engine request, whose id is `request_id` (the `cf-ai-req-id` the client sees)."""
+        deltas = self.engine.generate(prepared.prompt_token_ids, prepared.params, request_id, prepared.adapter)
+        with engine_errors():
+            async with aclosing(deltas):
+                async for delta in deltas:
+                    if prepared.copies == 1:
+                        yield delta
+                        continue
+                    for copy in range(prepared.copies):
+                        yield replace(delta, index=delta.index * prepared.copies + copy)
 
 
-async def _prepend(first: TextDelta, rest: AsyncIterator[TextDelta]) -> AsyncIterator[TextDelta]:
-    yield first
-    async for delta in rest:
-        yield delta
+async def collect(prepared: PreparedText, deltas: AsyncIterator[TextDelta]) -> Completion:
+    """A whole answer from its deltas: every choice's text, tokens, finish reason and logprobs."""
+    choices = [Choice(index) for index in range(prepared.choices)]
+    completion = Completion(choices, prompt_tokens=len(prepared.prompt_token_ids))
+    async for delta in deltas:
+        choice = choices[delta.index]
+        choice.text += delta.text
+        choice.completion_tokens = delta.completion_tokens
+        choice.finish_reason = delta.finish_reason or choice.finish_reason
+        choice.logprobs += delta.logprobs
+        completion.cached_tokens = delta.cached_tokens
+    return completion

@@ -7,7 +7,7 @@ import yaml
 from transformers import AutoTokenizer
 
 from server.config import load_settings
-from server.engine.models import resolve_checkpoint
+from server.prepare import resolve_checkpoint
 from tests.integration.server import DEFAULT_CONFIG, ROOT, RunningServer, start_server
 
 API_KEYS = ["test-key-one", "test-key-two"]

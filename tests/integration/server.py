@@ -53,6 +53,13 @@ class RunningServer:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
+    def engine_running(self, timeout: float = 60) -> float:
+        """vLLM's count of running requests, once it is 0 or after `timeout` seconds (for aborts)."""
+        deadline = time.monotonic() + timeout
+        while (running := self.metric("vllm:num_requests_running")) > 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return running
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -10,7 +10,7 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from server.config import load_settings
-from server.engine.models import resolve_checkpoint
+from server.prepare import resolve_checkpoint
 from tests.integration.server import DEFAULT_CONFIG, STAND_IN
 
 MODEL = "@cf/sentence-transformers/all-minilm-l6-v2"

@@ -56,7 +56,7 @@ def test_a_restart_clears_interrupted_uploads_and_keeps_finetunes(tmp_path):
     adapters.create(WITH_LORA.name, "kept")
     (tmp_path / ".uploads" / "half-written").write_bytes(b"x")
     restarted = store(tmp_path)
-    assert [f.name for f in restarted.list()] == ["kept"]
+    assert [f.name for f in restarted.finetunes()] == ["kept"]
     assert not any((tmp_path / ".uploads").iterdir())
 
 

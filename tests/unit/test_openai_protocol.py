@@ -11,14 +11,16 @@ from dataclasses import replace
 import pytest
 
 from server import errors
+from server.config import ModelConfig, Weights
 from server.engine.types import TextDelta
 from server.protocol import openai
 from server.protocol.sampling import OPENAI_SAMPLING_FIELDS
 from server.serving.requests import OutputFormat
 from server.serving.sampling import engine_choices, generation_params
-from server.streaming import openai_chunks
+from server.streaming import openai_events
 
 USER = [{"role": "user", "content": "Hi"}]
+MODEL = ModelConfig(name="m", weights=Weights(path="/nowhere"))
 
 
 def chat(**fields):
@@ -115,23 +117,17 @@ def test_both_protocols_share_one_sampling_mapping():
             seed=-5,
         )
     )
-    params = generation_params(request.sampling, request.output, default_max_tokens=256)
-    assert (params.max_tokens, params.temperature, params.stop, params.n, params.logprobs, params.seed) == (
-        9,
-        0.3,
-        ("\n",),
-        2,
-        3,
-        -5,
-    )
-    assert openai.text_request(chat(logprobs=True)).sampling.logprobs == 0
-    assert openai.text_request(chat()).sampling.logprobs is None
+    params = generation_params(request.sampling, request.output, MODEL)
+    assert (params.max_tokens, params.n) == (9, 2)
+    assert params.sampling == {"temperature": 0.3, "stop": ["\n"], "logprobs": 3, "seed": -5}
+    assert openai.text_request(chat(logprobs=True)).top_logprobs == 0
+    assert openai.text_request(chat()).top_logprobs is None
 
 
 def test_greedy_choices_run_once_and_are_repeated():
-    greedy = generation_params(openai.text_request(chat(n=3, temperature=0)).sampling, OutputFormat(), 256)
+    greedy = generation_params(openai.text_request(chat(n=3, temperature=0)).sampling, OutputFormat(), MODEL)
     assert engine_choices(greedy) == (replace(greedy, n=1), 3)
-    sampled = generation_params(openai.text_request(chat(n=3, temperature=0.5)).sampling, OutputFormat(), 256)
+    sampled = generation_params(openai.text_request(chat(n=3, temperature=0.5)).sampling, OutputFormat(), MODEL)
     assert engine_choices(sampled) == (sampled, 1)
 
 
@@ -168,13 +164,10 @@ def encode(deltas, include_usage=True, top_logprobs=None):
     async def collect():
         return [
             part
-            async for part in openai_chunks(
+            async for part in openai_events(
                 _deltas(deltas),
-                id="c",
-                created=1,
-                model="m",
-                include_usage=include_usage,
-                top_logprobs=top_logprobs,
+                openai.ChatFormat(id="c", created=1, model="m", include_usage=include_usage,
+                                  top_logprobs=top_logprobs),
             )
         ]
 
@@ -212,14 +205,12 @@ def test_usage_sums_every_choice_and_is_absent_unless_asked():
 def test_error_mid_stream_is_an_openai_error_then_done():
     async def failing():
         yield TextDelta(0, "a", 5, 1)
-        raise errors.capacity_exceeded(status=503)
+        raise errors.engine_unavailable()
 
     async def collect():
         return [
             part
-            async for part in openai_chunks(
-                failing(), id="c", created=1, model="m", include_usage=False, top_logprobs=None
-            )
+            async for part in openai_events(failing(), openai.ChatFormat(id="c", created=1, model="m"))
         ]
 
     raw = b"".join(asyncio.run(collect())).decode()

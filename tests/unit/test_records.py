@@ -76,7 +76,7 @@ def test_finish_counts_once_and_later_deltas_are_ignored():
 def test_an_error_mid_stream_is_the_outcome():
     async def failing():
         yield TextDelta(index=0, text="a", prompt_tokens=3, completion_tokens=1)
-        raise errors.capacity_exceeded(status=503)
+        raise errors.engine_unavailable()
 
     record = RequestRecord("workers_ai")
     record.serve(model("unit/error"))
@@ -111,7 +111,7 @@ def log_of(record: RequestRecord, caplog) -> dict:
     return json.loads(caplog.records[-1].getMessage())
 
 
-SECRET = TextRequest(prompt="What is the secret word?")
+SECRET = TextRequest(prompt="What is the secret word?").as_sent
 
 
 def test_log_line_leaves_text_out_by_default(caplog):
@@ -135,11 +135,17 @@ def test_log_prompts_puts_prompt_and_output_in_the_line(caplog):
     assert line["output"] == ["swordfishswordfish"]
 
 
-def test_resolving_again_moves_the_request_in_flight():
+def test_a_request_counts_under_one_model_and_its_adapter():
     record = RequestRecord("openai")
-    record.serve(model("unit/first"))
-    record.serve(model("unit/second"))
-    assert sample("wai_requests_in_flight", model="unit/first") == 0
-    assert sample("wai_requests_in_flight", model="unit/second") == 1
+    record.serve(model("unit/base"))
+    record.use_adapter("meow")
+    with pytest.raises(AssertionError):
+        record.serve(model("unit/other"))
+    run(record, deltas(1, 2))
+    assert sample("wai_generation_tokens_total", model="unit/base", lora="meow") == 2
+    assert sample("wai_requests_in_flight", model="unit/base") == 1
+    assert sample("wai_requests_in_flight", model="unit/other") == 0
     record.finish(200, answered=True)
-    assert sample("wai_requests_in_flight", model="unit/second") == 0
+    assert sample("wai_requests_in_flight", model="unit/base") == 0
+    assert sample("wai_requests_total", model="unit/base", lora="meow", protocol="openai", status="200",
+                  code="none") == 1

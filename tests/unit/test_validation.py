@@ -38,6 +38,6 @@ def test_both_tool_shapes_are_accepted():
 def test_parsed_request_carries_every_field():
     request = parse_run_input({"messages": [{"role": "user", "content": "x"}], "seed": 5.0, "top_k": 3,
                                "raw": True, "stream": True, "response_format": {"type": "json_object"}})
-    assert request.sampling.seed == 5 and isinstance(request.sampling.seed, int)
-    assert request.sampling.top_k == 3 and request.raw and request.stream
+    assert request.sampling == {"seed": 5, "top_k": 3} and isinstance(request.sampling["seed"], int)
+    assert request.raw and request.stream
     assert request.output.type == "json_object"

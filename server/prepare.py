@@ -195,7 +195,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
     except Exception as exc:  # transformers raises many kinds for a bad file
         raise PrepareError(f"{gguf.name} could not be read as a GGUF model: {exc}") from exc
     # transformers still counts a dequantized GGUF as quantized and refuses to save it.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out_dir, safe_serialization=True)
