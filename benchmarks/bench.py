@@ -5,7 +5,7 @@ endpoint and wai's Workers AI run endpoint, interleaved round by round with the 
 prints each figure of wai over vllm serve. Then checks that `wai loadtest` agrees with
 `vllm bench serve` on the same target. Everything lands in --out.
 
-    python -m loadtests.bench [--config configs/default.yaml] [--out test-artifacts/bench]
+    python -m benchmarks.bench [--config configs/default.yaml] [--out test-artifacts/bench]
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class FrontEndCost:
         self.servers = servers  # name -> (pid, base URL)
         self.start = {name: (cpu_seconds(pid), generated_tokens(url)) for name, (pid, url) in servers.items()}
 
-    def result(self) -> dict[str, dict[str, float]]:
+    def result(self) -> dict[str, dict[str, float | None]]:
         result = {}
         for name, (pid, url) in self.servers.items():
             cpu0, tokens0 = self.start[name]
@@ -301,7 +301,7 @@ def agreement(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m loadtests.bench",
+        prog="python -m benchmarks.bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -325,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from server.config import load_settings
-    from server.engine.models import resolve_checkpoint
     from server.engine.vllm_engine import serve_flags
+    from server.prepare import resolve_checkpoint
 
     settings = load_settings(args.config)
     model = settings.models[0]

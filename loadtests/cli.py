@@ -118,8 +118,8 @@ def targets_from(args: argparse.Namespace):
 
     count = len(args.url)
 
-    def per_target(values: list[str] | None, default: str | None, option: str) -> list[str | None]:
-        values = values or [default]
+    def per_target(given: list[str] | None, default: str | None, option: str) -> list[Any]:
+        values: list[Any] = given or [default]
         if len(values) == 1:
             return values * count
         if len(values) != count:
@@ -145,11 +145,10 @@ def plan_from(args: argparse.Namespace):
     from loadtests.runner import LoadPlan
 
     levels = args.rate or args.concurrency or [1.0]
-    num_requests = None if args.duration else [int(n) for n in (args.num_requests or [32])]
-    if num_requests is not None and len(num_requests) not in (1, len(levels)):
+    counts = None if args.duration else [int(n) for n in (args.num_requests or [32])]
+    if counts is not None and len(counts) not in (1, len(levels)):
         raise ValueError("--num-requests takes one count, or one per level")
-    if num_requests is not None and len(num_requests) == 1:
-        num_requests = num_requests[0]
+    num_requests = counts[0] if counts is not None and len(counts) == 1 else counts
     if args.rate is None and any(not v.is_integer() for v in levels):
         raise ValueError("--concurrency takes whole numbers")
     return LoadPlan(
@@ -183,9 +182,8 @@ def options_record(args: argparse.Namespace) -> dict[str, Any]:
         for k, v in vars(args).items()
         if k not in ("api_key", "run", "command")
     }
-    record["argv"] = [a for a in sys.argv[1:]]
-    if args.api_key:
-        record["argv"] = _redact(record["argv"])
+    argv = sys.argv[1:]
+    record["argv"] = _redact(argv) if args.api_key else argv
     return record
 
 

@@ -88,7 +88,7 @@ async def send(
                 if event.error is not None:
                     return _failed(record, f"stream:{event.error[0]}", event.error[1], started)
                 if event.token:
-                    if record.ttft is None:
+                    if record.last_token is None:
                         record.ttft = now
                     else:
                         record.itl.append(now - record.last_token)

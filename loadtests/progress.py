@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
@@ -30,7 +30,7 @@ class Progress:
             disable=not enabled,
             transient=False,
         )
-        self.task = None
+        self.task: TaskID | None = None
 
     def __enter__(self) -> Progress:
         self.bar.start()

@@ -240,7 +240,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += _table(
             [name, "target", "code", "requests"], [[_level(lv), t, c, str(n)] for lv, t, c, n in errors]
         )
-        samples = {}
+        samples: dict[str, str] = {}
         for r in report["requests"]:
             if not r["ok"]:
                 samples.setdefault(r["error_code"], r["error"])
@@ -283,7 +283,7 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
         fig.tight_layout()
         files.append(_save(fig, out / f"cdf_{metric}.png"))
 
-    def by_level(label: str, pick) -> list[float | None]:
+    def by_level(label: str, pick) -> list[Any]:  # None (no sample) plots as a gap
         return [pick(lv["summaries"][label]) for lv in report["levels"]]
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))

@@ -127,7 +127,7 @@ async def _run_level(targets, clients, prompts, sampling, plan, level, run_start
                     clients[target.label],
                     target,
                     work.prompts,
-                    work.arrivals,
+                    work.arrivals or [],
                     sampling,
                     level,
                     plan.max_concurrency,
@@ -157,6 +157,7 @@ def _round_slice(
     if (requests := plan.requests_at(level)) is not None:
         lo, hi = requests * r // rounds, requests * (r + 1) // rounds
         return _Slice(cycle(prompts, hi - lo, lo))
+    assert plan.duration_s is not None, "a level runs for a number of requests or for a duration"
     return _Slice(prompts, duration_s=plan.duration_s / rounds)
 
 

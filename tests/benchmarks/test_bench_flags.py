@@ -20,7 +20,7 @@ def test_vllm_serve_flags_parse_back_to_the_engine_arguments_wai_uses():
 
 
 def test_the_profile_summary_counts_the_leaf_of_every_sampled_stack(tmp_path):
-    from loadtests.bench import top_frames
+    from benchmarks.bench import top_frames
 
     collapsed = tmp_path / "profile.txt"
     collapsed.write_text("main;loop;send 6\nmain;loop;select 3\nmain;handler;send 1\n\n")
