@@ -1,4 +1,5 @@
 # wai: `make serve` installs, prepares the default model and serves; `make test` installs and tests;
+# `make test-fast` runs the tests that need no engine (seconds); `make lint` checks format, style and types;
 # `make bench` measures wai against `vllm serve` side by side (long; see docs/benchmarks.md).
 VENV    ?= .venv
 CONFIG  ?= configs/default.yaml
@@ -11,7 +12,10 @@ WAI := $(VENV)/bin/wai
 INSTALLED     := $(VENV)/.wai-installed
 INSTALLED_DEV := $(VENV)/.wai-installed-dev
 
-.PHONY: serve test bench install install-dev test-tools prepare lint clean
+# Pure logic and the request pipeline on a fake engine: no model, no vLLM engine started.
+FAST_TESTS := tests/unit tests/pipeline tests/loadtests tests/benchmarks
+
+.PHONY: serve test test-fast bench install install-dev test-tools prepare lint clean
 
 # Re-install only when the dependencies or the install script change.
 $(INSTALLED): pyproject.toml scripts/install.sh
@@ -39,12 +43,17 @@ test: $(INSTALLED_DEV) test-tools
 	$(WAI) prepare --config $(CONFIG)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+test-fast: $(INSTALLED_DEV)
+	$(VENV)/bin/python -m pytest $(FAST_TESTS) $(PYTEST_ARGS)
+
 bench: $(INSTALLED_DEV)
 	$(WAI) prepare --config $(CONFIG)
-	$(VENV)/bin/python -m loadtests.bench --config $(CONFIG) $(BENCH_ARGS)
+	$(VENV)/bin/python -m benchmarks.bench --config $(CONFIG) $(BENCH_ARGS)
 
 lint: $(INSTALLED_DEV)
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
