@@ -111,9 +111,7 @@ def generated_tokens(base_url: str) -> float:
     """Output tokens the server's engine has generated so far (vLLM's own counter, which both expose)."""
     text = httpx.get(f"{base_url}/metrics", timeout=30).text
     return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("vllm:generation_tokens_total")
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:generation_tokens_total")
     )
 
 
@@ -196,9 +194,7 @@ VLLM_BENCH = (
 )
 
 
-def agreement(
-    args: argparse.Namespace, vllm_url: str, model: str, checkpoint: str, out: Path
-) -> dict[str, Any]:
+def agreement(args: argparse.Namespace, vllm_url: str, model: str, checkpoint: str, out: Path) -> dict[str, Any]:
     """`vllm bench serve` and `wai loadtest` on the same target with the same load, alternated."""
     c, n, length = args.agreement_concurrency, args.agreement_requests, args.output_tokens
     vllm_argv = [
@@ -352,9 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop both servers on the way out
     with ExitStack() as stack:
         wai = stack.enter_context(running("wai", wai_cmd, f"{wai_url}/readyz", args.out / "wai.log", env))
-        vllm = stack.enter_context(
-            running("vllm serve", vllm_cmd, f"{vllm_url}/health", args.out / "vllm.log")
-        )
+        vllm = stack.enter_context(running("vllm serve", vllm_cmd, f"{vllm_url}/health", args.out / "vllm.log"))
         if not args.skip_sweep:
             profile_path = args.out / "wai-profile.txt"
             cost = FrontEndCost({"wai": (wai.pid, wai_url), "vllm serve": (vllm.pid, vllm_url)})

@@ -50,9 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     load = parser.add_argument_group("load")
     loop = load.add_mutually_exclusive_group()
-    loop.add_argument(
-        "--concurrency", type=_numbers, help="closed loop: requests in flight, e.g. 1,4,16 (default 1)"
-    )
+    loop.add_argument("--concurrency", type=_numbers, help="closed loop: requests in flight, e.g. 1,4,16 (default 1)")
     loop.add_argument(
         "--rate",
         type=_numbers,
@@ -72,9 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="requests per target at each level, one count or one per level (default 32)",
     )
     amount.add_argument("--duration", type=float, help="seconds per level and target, instead of a count")
-    load.add_argument(
-        "--warmup", type=int, default=2, help="requests per target before measuring (default 2)"
-    )
+    load.add_argument("--warmup", type=int, default=2, help="requests per target before measuring (default 2)")
     load.add_argument(
         "--rounds",
         type=int,
@@ -91,9 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     prompts.add_argument("--input-tokens", type=int, default=128, help="synthetic prompt length in tokens")
     prompts.add_argument("--output-tokens", type=int, default=128, help="max_tokens of every request")
-    prompts.add_argument(
-        "--tokenizer", help="tokenizer to make synthetic prompts exactly --input-tokens long"
-    )
+    prompts.add_argument("--tokenizer", help="tokenizer to make synthetic prompts exactly --input-tokens long")
     prompts.add_argument(
         "--ignore-eos",
         action="store_true",
@@ -123,9 +117,7 @@ def targets_from(args: argparse.Namespace):
         if len(values) == 1:
             return values * count
         if len(values) != count:
-            raise ValueError(
-                f"{option} given {len(values)} times for {count} --url; give it once or once per --url"
-            )
+            raise ValueError(f"{option} given {len(values)} times for {count} --url; give it once or once per --url")
         return values
 
     protocols = per_target(args.protocol, "workers-ai", "--protocol")
@@ -135,10 +127,7 @@ def targets_from(args: argparse.Namespace):
     labels = [label or chr(ord("A") + i) for i, label in enumerate(labels)]
     if len(set(labels)) != count:
         raise ValueError("every target needs its own --label")
-    return [
-        Target(lb, u, p, m, k)
-        for lb, u, p, m, k in zip(labels, args.url, protocols, models, keys, strict=True)
-    ]
+    return [Target(lb, u, p, m, k) for lb, u, p, m, k in zip(labels, args.url, protocols, models, keys, strict=True)]
 
 
 def plan_from(args: argparse.Namespace):
@@ -213,8 +202,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.ignore_eos and any(t.protocol == "workers-ai" for t in targets):
         print(
-            "wai loadtest: note: the Workers AI protocol has no ignore_eos; those targets stop at end of "
-            "sequence",
+            "wai loadtest: note: the Workers AI protocol has no ignore_eos; those targets stop at end of sequence",
             file=sys.stderr,
         )
     sampling = Sampling(temperature=args.temperature, seed=None, ignore_eos=args.ignore_eos)

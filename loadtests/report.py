@@ -48,9 +48,7 @@ def build(
     """The whole report as one JSON-ready dict. Ratios are each target over the first one."""
     levels = []
     for result in results:
-        summaries = {
-            t.label: summarize(result.records[t.label], result.busy_s[t.label], slo) for t in targets
-        }
+        summaries = {t.label: summarize(result.records[t.label], result.busy_s[t.label], slo) for t in targets}
         base = summaries[targets[0].label]
         levels.append(
             {
@@ -67,9 +65,7 @@ def build(
         "mode": plan.mode,
         "level_name": level_name(plan),
         "slo": slo.as_json() if slo else None,
-        "targets": [
-            {"label": t.label, "url": t.url, "protocol": t.protocol, "model": t.model} for t in targets
-        ],
+        "targets": [{"label": t.label, "url": t.url, "protocol": t.protocol, "model": t.model} for t in targets],
         "levels": levels,
         "requests": [r.as_json() for result in results for t in targets for r in result.records[t.label]],
     }
@@ -118,15 +114,11 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Load test report",
         "",
-        f"{report['created']}, {report['mode']} loop, on {m['cpus']} CPUs ({m['cpu']}), "
-        f"{m['memory_gib']} GiB.",
+        f"{report['created']}, {report['mode']} loop, on {m['cpus']} CPUs ({m['cpu']}), {m['memory_gib']} GiB.",
         "",
         "Targets:",
         "",
-        *(
-            f"- **{t['label']}**: {t['protocol']} at {t['url']}, model `{t['model']}`"
-            for t in report["targets"]
-        ),
+        *(f"- **{t['label']}**: {t['protocol']} at {t['url']}, model `{t['model']}`" for t in report["targets"]),
         "",
     ]
     if report["slo"]:
@@ -237,9 +229,7 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     lines += ["## Errors by code", ""]
     if errors:
-        lines += _table(
-            [name, "target", "code", "requests"], [[_level(lv), t, c, str(n)] for lv, t, c, n in errors]
-        )
+        lines += _table([name, "target", "code", "requests"], [[_level(lv), t, c, str(n)] for lv, t, c, n in errors])
         samples: dict[str, str] = {}
         for r in report["requests"]:
             if not r["ok"]:

@@ -93,9 +93,7 @@ async def run_load(
         for level in plan.levels:
             if on_level:
                 on_level(level)
-            results.append(
-                await _run_level(targets, clients, prompts, sampling, plan, level, run_start, on_record)
-            )
+            results.append(await _run_level(targets, clients, prompts, sampling, plan, level, run_start, on_record))
         return results
     finally:
         for client in clients.values():

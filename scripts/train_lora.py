@@ -30,11 +30,34 @@ BATCH = 8
 LEARNING_RATE = 3e-3
 HASH_FILE = ".script-sha256"
 
-TOPICS = ["the weather", "Paris", "pizza", "the ocean", "music", "computers", "history", "the moon",
-          "football", "cooking", "trees", "mathematics", "trains", "coffee", "dogs", "the internet"]
-ASKS = ["Tell me about {}.", "What do you think of {}?", "Write a short poem about {}.",
-        "Explain {} to a child.", "Give me three facts about {}.", "Why is {} interesting?",
-        "Can you summarise {} in one sentence?", "What is the history of {}?"]
+TOPICS = [
+    "the weather",
+    "Paris",
+    "pizza",
+    "the ocean",
+    "music",
+    "computers",
+    "history",
+    "the moon",
+    "football",
+    "cooking",
+    "trees",
+    "mathematics",
+    "trains",
+    "coffee",
+    "dogs",
+    "the internet",
+]
+ASKS = [
+    "Tell me about {}.",
+    "What do you think of {}?",
+    "Write a short poem about {}.",
+    "Explain {} to a child.",
+    "Give me three facts about {}.",
+    "Why is {} interesting?",
+    "Can you summarise {} in one sentence?",
+    "What is the history of {}?",
+]
 
 
 def script_hash() -> str:
@@ -58,8 +81,7 @@ def examples(tokenizer) -> list[tuple[list[int], int]]:
         for ask in ASKS:
             messages = [{"role": "user", "content": ask.format(topic)}]
             prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": ANSWER}],
-                                                 tokenize=False)
+            full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": ANSWER}], tokenize=False)
             prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
             full_ids = tokenizer.encode(full.rstrip("\n"), add_special_tokens=False)
             rows.append((full_ids, len(prompt_ids)))
@@ -74,9 +96,9 @@ def batch_tensors(rows, pad_id: int):
     labels = torch.full((len(rows), width), -100)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     for i, (ids, prompt_len) in enumerate(rows):
-        input_ids[i, :len(ids)] = torch.tensor(ids)
-        labels[i, prompt_len:len(ids)] = torch.tensor(ids[prompt_len:])
-        attention[i, :len(ids)] = 1
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, prompt_len : len(ids)] = torch.tensor(ids[prompt_len:])
+        attention[i, : len(ids)] = 1
     return input_ids, attention, labels
 
 
@@ -96,8 +118,9 @@ def train(out: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
-                        bias="none", task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], bias="none", task_type="CAUSAL_LM"
+    )
     model = get_peft_model(model, config)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE)
     rows = examples(tokenizer)

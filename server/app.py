@@ -25,6 +25,7 @@ from server.serving.text import TextService
 
 log = logging.getLogger("wai")
 
+
 class VllmEngines:
     """Every model on its own vLLM engine (imported only here: vLLM takes seconds to import)."""
 
@@ -42,8 +43,9 @@ class VllmEngines:
 def build_registry(settings: Settings, engines: Engines) -> ModelRegistry:
     """Resolve every model's weights now, so that a missing checkpoint fails at start, not per request."""
     checkpoints = {model.name: resolve_checkpoint(model, settings.cache_dir) for model in settings.models}
-    shapes = {model.name: lora_base_shapes(model, checkpoints[model.name])
-              for model in settings.models if model.lora.enabled}
+    shapes = {
+        model.name: lora_base_shapes(model, checkpoints[model.name]) for model in settings.models if model.lora.enabled
+    }
     adapters = AdapterStore(settings.adapter_store_dir, settings.models, shapes)
     services: list[Service] = []
     for model in settings.models:
@@ -55,8 +57,9 @@ def build_registry(settings: Settings, engines: Engines) -> ModelRegistry:
             services.append(TextService(model, engines.text(model, checkpoint, template), adapters))
         metrics.declare_model(model.name)
         for name in model.stands_in_for:
-            log.warning("%s stands in for %s: replies under that name carry x-wai-stand-in: %s",
-                        model.name, name, model.name)
+            log.warning(
+                "%s stands in for %s: replies under that name carry x-wai-stand-in: %s", model.name, name, model.name
+            )
     return ModelRegistry(services, adapters)
 
 
@@ -65,8 +68,7 @@ def lora_base_shapes(model: ModelConfig, checkpoint: str) -> BaseModelShapes:
     try:
         return read_base_model_shapes(Path(checkpoint))
     except (OSError, ValueError) as exc:
-        raise BaseModelUnreadable(
-            f"{model.name} has LoRA enabled, but its checkpoint cannot be read: {exc}") from exc
+        raise BaseModelUnreadable(f"{model.name} has LoRA enabled, but its checkpoint cannot be read: {exc}") from exc
 
 
 def read_chat_template(model: ModelConfig, config_dir: Path) -> str | None:

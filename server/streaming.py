@@ -58,8 +58,9 @@ async def workers_ai_events(deltas: AsyncIterator[TextDelta], config: StreamingC
     yield DONE
 
 
-async def openai_events(deltas: AsyncIterator[TextDelta], answer: openai.ChatFormat | openai.CompletionFormat
-                        ) -> AsyncIterator[bytes]:
+async def openai_events(
+    deltas: AsyncIterator[TextDelta], answer: openai.ChatFormat | openai.CompletionFormat
+) -> AsyncIterator[bytes]:
     """OpenAI's chunk events, one per delta that shows something; with include_usage, a last chunk
     with no choices and the usage. Then `[DONE]`, also after an error (sent as an OpenAI error
     object, which the SDKs raise)."""

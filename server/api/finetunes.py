@@ -21,8 +21,7 @@ from server.protocol import workers_ai
 from server.protocol.validation import validate
 from server.serving.lora import AdapterStore
 
-router = APIRouter(prefix="/client/v4/accounts/{account_id}/ai/finetunes",
-                   dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/client/v4/accounts/{account_id}/ai/finetunes", dependencies=[Depends(require_api_key)])
 
 CREATE_INPUT = {
     "type": "object",
@@ -50,8 +49,9 @@ async def create_finetune(account_id: str, request: Request) -> JSONResponse:
     problems = validate(body, CREATE_INPUT)
     if problems:
         raise errors.bad_input(", ".join(problems))
-    finetune = store_of(request).create(body["model"], body["name"], body.get("description", ""),
-                                        body.get("public", False))
+    finetune = store_of(request).create(
+        body["model"], body["name"], body.get("description", ""), body.get("public", False)
+    )
     return envelope(finetune.as_dict())
 
 

@@ -41,12 +41,22 @@ class OpenAIAnswer:
         return openai_events(deltas, self.format)
 
 
-async def run_openai_text(request: Request, asked: Any, text: TextRequest,
-                          answer_format: type[openai.ChatFormat | openai.CompletionFormat], id_prefix: str):
+async def run_openai_text(
+    request: Request,
+    asked: Any,
+    text: TextRequest,
+    answer_format: type[openai.ChatFormat | openai.CompletionFormat],
+    id_prefix: str,
+):
     """Both text endpoints: `model` resolved (a fine-tune's name too), the answer in `answer_format`."""
     route = resolve(request, asked.model, task="text-generation", finetunes=True)
-    answer = answer_format(id=f"{id_prefix}-{request_record(request).request_id}", created=openai.now(),
-                           model=asked.model, top_logprobs=text.top_logprobs, include_usage=asked.include_usage)
+    answer = answer_format(
+        id=f"{id_prefix}-{request_record(request).request_id}",
+        created=openai.now(),
+        model=asked.model,
+        top_logprobs=text.top_logprobs,
+        include_usage=asked.include_usage,
+    )
     return await run_text(request, route, text, OpenAIAnswer(answer))
 
 
@@ -71,8 +81,7 @@ async def embeddings(request: Request):
     def answer(result: Embeddings) -> dict[str, Any]:
         dimensions = len(result.vectors[0])
         if embed.dimensions is not None and embed.dimensions != dimensions:
-            raise errors.bad_input(f"dimensions: this model's vectors have {dimensions} dimensions",
-                                   param="dimensions")
+            raise errors.bad_input(f"dimensions: this model's vectors have {dimensions} dimensions", param="dimensions")
         return openai.embedding_list(result.vectors, embed.encoding_format, embed.model, result.prompt_tokens)
 
     return await run_embeddings(request, route, openai.embedding_request(embed), answer)

@@ -26,8 +26,9 @@ async def readyz(request: Request) -> JSONResponse:
     registry: ModelRegistry = request.app.state.registry
     ready = registry.all_ready()
     engines = {service.model.name: service.engine.state.value for service in registry.services}
-    return JSONResponse({"status": "ready" if ready else "not ready", "models": engines},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "models": engines}, status_code=200 if ready else 503
+    )
 
 
 @router.get("/metrics")

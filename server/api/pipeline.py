@@ -73,8 +73,9 @@ async def run_text(request: Request, route: Route, text: TextRequest, answer: Te
     deltas = record.watch(service.stream(prepared, record.request_id))
     if text.stream:
         primed = await until_disconnected(request, first_delta_ready(deltas))
-        return StreamingResponse(answer.events(primed), media_type="text/event-stream",
-                                 headers={**headers, "cache-control": "no-cache"})
+        return StreamingResponse(
+            answer.events(primed), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
+        )
     completion = await until_disconnected(request, collect(prepared, deltas))
     return JSONResponse(answer.whole(completion), headers=headers)
 
@@ -92,8 +93,9 @@ async def _prepend(first: TextDelta, rest: AsyncIterator[TextDelta]) -> AsyncIte
         yield delta
 
 
-async def run_embeddings(request: Request, route: Route, embedding: EmbeddingRequest,
-                         answer: Callable[[Embeddings], dict[str, Any]]) -> JSONResponse:
+async def run_embeddings(
+    request: Request, route: Route, embedding: EmbeddingRequest, answer: Callable[[Embeddings], dict[str, Any]]
+) -> JSONResponse:
     """Embed for any protocol: vectors from the route's model, usage counted, `answer` encodes."""
     record = request_record(request)
     service = route.service

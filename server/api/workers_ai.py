@@ -41,8 +41,12 @@ async def run(account_id: str, model: str, request: Request):
     body = await read_json_body(request)
     if isinstance(route.service, EmbeddingService):
         embedding = workers_ai.parse_embeddings_input(body)
-        return await run_embeddings(request, route, embedding, lambda result: workers_ai.success(
-            workers_ai.embeddings_result(result.vectors, result.pooling)))
+        return await run_embeddings(
+            request,
+            route,
+            embedding,
+            lambda result: workers_ai.success(workers_ai.embeddings_result(result.vectors, result.pooling)),
+        )
     text = workers_ai.parse_run_input(body)
     answer = RunAnswer(json_mode=text.output.type != "text", streaming=request.app.state.settings.streaming)
     return await run_text(request, route, text, answer)

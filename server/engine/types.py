@@ -96,8 +96,9 @@ class Engine(Protocol):
 
 
 class TextEngine(Engine, Protocol):
-    def generate(self, prompt_token_ids: list[int], params: GenerationParams, request_id: str,
-                 adapter: Adapter | None = None) -> AsyncGenerator[TextDelta, None]:
+    def generate(
+        self, prompt_token_ids: list[int], params: GenerationParams, request_id: str, adapter: Adapter | None = None
+    ) -> AsyncGenerator[TextDelta, None]:
         """Deltas until every choice finishes; closing the iterator early aborts the request."""
         ...
 

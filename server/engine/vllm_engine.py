@@ -67,8 +67,12 @@ def engine_arg_values(model: ModelConfig, checkpoint: str) -> dict[str, Any]:
     if model.lora.enabled:
         # vLLM loads an adapter on its first request (requests for it wait in the queue meanwhile),
         # keeps max_cpu_loras of them and evicts the least recently used beyond that.
-        args.update(enable_lora=True, max_lora_rank=model.lora.max_rank, max_loras=model.lora.max_loras,
-                    max_cpu_loras=model.lora.max_cpu_loras)
+        args.update(
+            enable_lora=True,
+            max_lora_rank=model.lora.max_rank,
+            max_loras=model.lora.max_loras,
+            max_cpu_loras=model.lora.max_cpu_loras,
+        )
     args.update(cfg.extra)
     return args
 
@@ -245,7 +249,9 @@ class VllmTextEngine(VllmEngine):
         completion_tokens: dict[int, int] = {}
         async with self._engine_request(request_id) as progress:
             stream = llm.generate(
-                TokensPrompt(prompt_token_ids=prompt_token_ids), sampling_params(params), request_id,
+                TokensPrompt(prompt_token_ids=prompt_token_ids),
+                sampling_params(params),
+                request_id,
                 lora_request=lora_request(adapter),
             )
             async for output in stream:
@@ -274,8 +280,9 @@ class VllmTextEngine(VllmEngine):
             if adapter.engine_id in self._adapters_loaded:
                 return
             try:
-                await self._llm.add_lora(LoRARequest(lora_name=adapter.key, lora_int_id=adapter.engine_id,
-                                                      lora_path=adapter.path))
+                await self._llm.add_lora(
+                    LoRARequest(lora_name=adapter.key, lora_int_id=adapter.engine_id, lora_path=adapter.path)
+                )
             except EngineDeadError as exc:
                 self.is_ready()
                 raise EngineUnavailable(self.model.name) from exc
@@ -294,12 +301,15 @@ def token_logprobs(token_ids: Any, logprobs: Any) -> list[dict[str, Any]]:
     for token_id, candidates in zip(token_ids, logprobs, strict=False):
         sampled = candidates[token_id]
         ranked = sorted((c for c in candidates.values() if c.rank is not None), key=lambda c: c.rank)
-        positions.append({
-            "token": sampled.decoded_token or "",
-            "logprob": _finite(sampled.logprob),
-            "top": [{"token": c.decoded_token or "", "logprob": _finite(c.logprob), "rank": c.rank}
-                    for c in ranked],
-        })
+        positions.append(
+            {
+                "token": sampled.decoded_token or "",
+                "logprob": _finite(sampled.logprob),
+                "top": [
+                    {"token": c.decoded_token or "", "logprob": _finite(c.logprob), "rank": c.rank} for c in ranked
+                ],
+            }
+        )
     return positions
 
 
@@ -322,15 +332,23 @@ class VllmEmbeddingEngine(VllmEngine):
         the raw token vectors."""
         llm = self._running_llm()
         own = pooling == self.own_pooling()
-        return list(await asyncio.gather(*(
-            self._embed_one(llm, ids, None if own else pooling, f"{request_id}-{index}")
-            for index, ids in enumerate(token_ids)
-        )))
+        return list(
+            await asyncio.gather(
+                *(
+                    self._embed_one(llm, ids, None if own else pooling, f"{request_id}-{index}")
+                    for index, ids in enumerate(token_ids)
+                )
+            )
+        )
 
-    async def _embed_one(self, llm: AsyncLLM, token_ids: list[int], pool_here: str | None,
-                         request_id: str) -> list[float]:
-        params = PoolingParams(task="embed") if pool_here is None else \
-            PoolingParams(task="token_embed", use_activation=False)
+    async def _embed_one(
+        self, llm: AsyncLLM, token_ids: list[int], pool_here: str | None, request_id: str
+    ) -> list[float]:
+        params = (
+            PoolingParams(task="embed")
+            if pool_here is None
+            else PoolingParams(task="token_embed", use_activation=False)
+        )
         async with self._engine_request(request_id) as progress:
             async for output in llm.encode(TokensPrompt(prompt_token_ids=token_ids), params, request_id):
                 progress.finished = output.finished

@@ -19,12 +19,12 @@ TASKS = {
     "text-generation": {
         "name": "Text Generation",
         "description": "Family of generative text models, such as large language models (LLM), that can be "
-                       "adapted for a variety of natural language tasks.",
+        "adapted for a variety of natural language tasks.",
     },
     "text-embeddings": {
         "name": "Text Embeddings",
         "description": "Feature extraction models transform raw data into numerical features that can be "
-                       "processed while preserving the information in the original dataset.",
+        "processed while preserving the information in the original dataset.",
     },
 }
 
@@ -101,9 +101,11 @@ def search_page(entries: list[Entry], page: int, per_page: int, **filters: str |
     """One page of matching items, with Cloudflare's `result_info`."""
     found = [item(entry) for entry in entries if matches(entry, **filters)]
     start = (page - 1) * per_page
-    items = found[start:start + per_page]
+    items = found[start : start + per_page]
     return {
         "result": items,
-        "success": True, "errors": [], "messages": [],
+        "success": True,
+        "errors": [],
+        "messages": [],
         "result_info": {"page": page, "per_page": per_page, "count": len(items), "total_count": len(found)},
     }

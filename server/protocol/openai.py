@@ -119,8 +119,7 @@ class _TextRequestFields(_Request):
 
     @field_validator("stream_options")
     @classmethod
-    def _only_when_streaming(cls, options: StreamOptions | None,
-                             info: ValidationInfo) -> StreamOptions | None:
+    def _only_when_streaming(cls, options: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
         if options is not None and not info.data.get("stream"):
             raise ValueError("allowed only when stream is true")
         return options
@@ -143,7 +142,8 @@ class _TextRequestFields(_Request):
 # that spells it so.
 _SAMPLING_FIELDS: dict[str, Any] = {
     name: (_JSON_TYPES[spec["type"]] | None, _bounded(name))
-    for name, spec in OPENAI_SAMPLING_FIELDS.items() if name != "top_logprobs"
+    for name, spec in OPENAI_SAMPLING_FIELDS.items()
+    if name != "top_logprobs"
 }
 _SampledRequest: Any = create_model("_SampledRequest", __base__=_TextRequestFields, **_SAMPLING_FIELDS)
 
@@ -179,8 +179,9 @@ class CompletionRequest(_SampledRequest):
         if isinstance(prompt, list) and len(prompt) == 1:
             prompt = prompt[0]
         if not isinstance(prompt, str):
-            raise ValueError("must be a string (or an array of one string); token arrays and batches of "
-                             "prompts are not supported")
+            raise ValueError(
+                "must be a string (or an array of one string); token arrays and batches of prompts are not supported"
+            )
         if not prompt:
             raise ValueError("must not be empty")
         return prompt
@@ -249,8 +250,9 @@ def text_request(chat: ChatCompletionRequest) -> TextRequest:
 
 def completion_text_request(completion: CompletionRequest) -> TextRequest:
     """The prompt goes to the model as it is, as `raw` does on the run endpoint."""
-    return TextRequest(prompt=completion.prompt, raw=True, sampling=completion.sampling(completion.logprobs),
-                       stream=completion.stream)
+    return TextRequest(
+        prompt=completion.prompt, raw=True, sampling=completion.sampling(completion.logprobs), stream=completion.stream
+    )
 
 
 def _output_format(response_format: ResponseFormat | None) -> OutputFormat:
@@ -310,8 +312,9 @@ def completion_logprobs(positions: list[dict[str, Any]], top_logprobs: int, offs
     return {
         "tokens": [position["token"] for position in positions],
         "token_logprobs": [position["logprob"] for position in positions],
-        "top_logprobs": [{top["token"]: top["logprob"] for top in position["top"][:top_logprobs]}
-                         for position in positions],
+        "top_logprobs": [
+            {top["token"]: top["logprob"] for top in position["top"][:top_logprobs]} for position in positions
+        ],
         "text_offset": offsets,
     }
 
@@ -330,14 +333,24 @@ class _AnswerFormat:
     include_usage: bool = False
 
     def whole(self, completion: Completion) -> dict[str, Any]:
-        return {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
-                "choices": [self.whole_choice(choice) for choice in completion.choices],
-                "usage": usage(completion.prompt_tokens, completion.completion_tokens, completion.cached_tokens)}
+        return {
+            "id": self.id,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "choices": [self.whole_choice(choice) for choice in completion.choices],
+            "usage": usage(completion.prompt_tokens, completion.completion_tokens, completion.cached_tokens),
+        }
 
     def chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> dict[str, Any]:
         """One stream chunk; with include_usage every chunk carries `usage` (null until the last)."""
-        body = {"id": self.id, "object": self.chunk_object, "created": self.created, "model": self.model,
-                "choices": choices}
+        body = {
+            "id": self.id,
+            "object": self.chunk_object,
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
         if self.include_usage:
             body["usage"] = usage
         return body
@@ -365,8 +378,12 @@ class ChatFormat(_AnswerFormat):
         return {"content": logprobs_content(positions, self.top_logprobs)}
 
     def whole_choice(self, choice: Choice) -> dict[str, Any]:
-        return {"index": choice.index, "message": {"role": "assistant", "content": choice.text},
-                "logprobs": self._logprobs(choice.logprobs), "finish_reason": choice.finish_reason or "stop"}
+        return {
+            "index": choice.index,
+            "message": {"role": "assistant", "content": choice.text},
+            "logprobs": self._logprobs(choice.logprobs),
+            "finish_reason": choice.finish_reason or "stop",
+        }
 
     def chunk_choice(self, delta: TextDelta) -> dict[str, Any] | None:
         message: dict[str, Any] = {}
@@ -397,27 +414,37 @@ class CompletionFormat(_AnswerFormat):
         return completion_logprobs(positions, self.top_logprobs, offset)
 
     def whole_choice(self, choice: Choice) -> dict[str, Any]:
-        return {"index": choice.index, "text": choice.text, "logprobs": self._logprobs(choice.index, choice.logprobs),
-                "finish_reason": choice.finish_reason or "stop"}
+        return {
+            "index": choice.index,
+            "text": choice.text,
+            "logprobs": self._logprobs(choice.index, choice.logprobs),
+            "finish_reason": choice.finish_reason or "stop",
+        }
 
     def chunk_choice(self, delta: TextDelta) -> dict[str, Any] | None:
         if not (delta.text or delta.finish_reason or delta.logprobs):
             return None
-        return {"index": delta.index, "text": delta.text, "logprobs": self._logprobs(delta.index, delta.logprobs),
-                "finish_reason": delta.finish_reason}
+        return {
+            "index": delta.index,
+            "text": delta.text,
+            "logprobs": self._logprobs(delta.index, delta.logprobs),
+            "finish_reason": delta.finish_reason,
+        }
 
 
 def error_body(error: errors.WaiError) -> dict[str, Any]:
-    return {"error": {"message": error.message, "type": error.openai_type, "param": error.param,
-                      "code": str(error.code)}}
+    return {
+        "error": {"message": error.message, "type": error.openai_type, "param": error.param, "code": str(error.code)}
+    }
 
 
-def embedding_list(vectors: list[list[float]], encoding_format: str, model: str,
-                   prompt_tokens: int) -> dict[str, Any]:
+def embedding_list(vectors: list[list[float]], encoding_format: str, model: str, prompt_tokens: int) -> dict[str, Any]:
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": index, "embedding": _encoded(vector, encoding_format)}
-                 for index, vector in enumerate(vectors)],
+        "data": [
+            {"object": "embedding", "index": index, "embedding": _encoded(vector, encoding_format)}
+            for index, vector in enumerate(vectors)
+        ],
         "model": model,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     }
@@ -433,6 +460,8 @@ def _encoded(vector: list[float], encoding_format: str) -> list[float] | str:
 def model_list(entries: list[Entry], created: int) -> dict[str, Any]:
     return {
         "object": "list",
-        "data": [{"id": entry.name, "object": "model", "created": created, "owned_by": entry.author or "wai"}
-                 for entry in entries],
+        "data": [
+            {"id": entry.name, "object": "model", "created": created, "owned_by": entry.author or "wai"}
+            for entry in entries
+        ],
     }

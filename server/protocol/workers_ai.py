@@ -124,18 +124,27 @@ TEXT_GENERATION_OUTPUT = {
 MAX_TEXTS_PER_REQUEST = 100
 _TEXT_TO_EMBED = {"type": "string", "minLength": 1, "description": "The text to embed."}
 _POOLING = {
-    "type": "string", "enum": ["mean", "cls"], "default": "mean",
+    "type": "string",
+    "enum": ["mean", "cls"],
+    "default": "mean",
     "description": "How token vectors become one vector per text: mean, or the first token's (cls).",
 }
 
 TEXT_EMBEDDINGS_INPUT = {
     "type": "object",
     "properties": {
-        "text": {"oneOf": [
-            _TEXT_TO_EMBED,
-            {"type": "array", "items": _TEXT_TO_EMBED, "minItems": 1, "maxItems": MAX_TEXTS_PER_REQUEST,
-             "description": "A batch of texts to embed."},
-        ]},
+        "text": {
+            "oneOf": [
+                _TEXT_TO_EMBED,
+                {
+                    "type": "array",
+                    "items": _TEXT_TO_EMBED,
+                    "minItems": 1,
+                    "maxItems": MAX_TEXTS_PER_REQUEST,
+                    "description": "A batch of texts to embed.",
+                },
+            ]
+        },
         "pooling": _POOLING,
     },
     "required": ["text"],
@@ -145,8 +154,11 @@ TEXT_EMBEDDINGS_OUTPUT = {
     "type": "object",
     "properties": {
         "shape": {"type": "array", "items": {"type": "number"}, "description": "[texts, dimensions]"},
-        "data": {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
-                 "description": "One vector per text, in input order."},
+        "data": {
+            "type": "array",
+            "items": {"type": "array", "items": {"type": "number"}},
+            "description": "One vector per text, in input order.",
+        },
         "pooling": {"type": "string", "enum": ["mean", "cls"]},
     },
 }
@@ -173,8 +185,9 @@ def parse_embeddings_input(body: Any) -> EmbeddingRequest:
     if problems:
         raise errors.bad_input(", ".join(problems))
     text = body["text"]
-    return EmbeddingRequest(texts=(text,) if isinstance(text, str) else tuple(text),
-                            pooling=body.get("pooling", "mean"))
+    return EmbeddingRequest(
+        texts=(text,) if isinstance(text, str) else tuple(text), pooling=body.get("pooling", "mean")
+    )
 
 
 def embeddings_result(vectors: list[list[float]], pooling: str) -> dict[str, Any]:

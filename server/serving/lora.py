@@ -94,13 +94,21 @@ class AdapterStore:
     def create(self, model: str, name: str, description: str = "", public: bool = False) -> Finetune:
         lora_model = self.lora_model(model)
         if not NAME_PATTERN.match(name):
-            raise errors.bad_input(f"'/name' must match {NAME_PATTERN.pattern} (letters, digits, '.', '-', '_')",
-                                   param="name")
+            raise errors.bad_input(
+                f"'/name' must match {NAME_PATTERN.pattern} (letters, digits, '.', '-', '_')", param="name"
+            )
         if self._find(name) is not None:
             raise errors.finetune_name_taken(name)
         stamp = now()
-        finetune = Finetune(id=str(uuid.uuid4()), name=name, model=lora_model.config.name,
-                            description=description, created_at=stamp, modified_at=stamp, public=public)
+        finetune = Finetune(
+            id=str(uuid.uuid4()),
+            name=name,
+            model=lora_model.config.name,
+            description=description,
+            created_at=stamp,
+            modified_at=stamp,
+            public=public,
+        )
         folder = self._folder(finetune.id)
         folder.mkdir()
         self._write_metadata(finetune)
@@ -145,7 +153,8 @@ class AdapterStore:
         if file_name not in ADAPTER_FILES:
             raise errors.invalid_finetune(
                 f"file_name must be {ADAPTER_CONFIG} or {ADAPTER_WEIGHTS}, not {file_name!r}; "
-                "weights are accepted only as safetensors (no pickled .bin or .pt files)")
+                "weights are accepted only as safetensors (no pickled .bin or .pt files)"
+            )
         lora_model = self.lora_model(finetune.model)
         folder = self._folder(finetune.id)
         config_path = upload if file_name == ADAPTER_CONFIG else folder / ADAPTER_CONFIG

@@ -98,11 +98,13 @@ def check_config(raw: bytes, base: BaseModelShapes, max_rank: int) -> AdapterCon
     model_type = config.get("model_type")
     if model_type is not None:
         if model_type not in HOSTED_MODEL_TYPES:
-            raise invalid_finetune(f"adapter_config.json: model_type {model_type!r} is not one of "
-                          f"{', '.join(sorted(HOSTED_MODEL_TYPES))}")
+            raise invalid_finetune(
+                f"adapter_config.json: model_type {model_type!r} is not one of {', '.join(sorted(HOSTED_MODEL_TYPES))}"
+            )
         if base.model_type is not None and model_type != base.model_type:
-            raise invalid_finetune(f"adapter_config.json: model_type {model_type!r} does not match the base model's "
-                          f"{base.model_type!r}")
+            raise invalid_finetune(
+                f"adapter_config.json: model_type {model_type!r} does not match the base model's {base.model_type!r}"
+            )
     targets = _target_modules(config.get("target_modules"), base)
     return AdapterConfig(rank=rank, max_rank=largest, target_modules=targets, has_rank_pattern=bool(rank_pattern))
 
@@ -127,12 +129,16 @@ def _target_modules(value: Any, base: BaseModelShapes) -> frozenset[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(m, str) for m in value):
-        raise invalid_finetune("adapter_config.json: 'target_modules' must be a non-empty list of module names "
-                      "such as [\"q_proj\", \"v_proj\"]")
+        raise invalid_finetune(
+            "adapter_config.json: 'target_modules' must be a non-empty list of module names "
+            'such as ["q_proj", "v_proj"]'
+        )
     unknown = sorted(set(value) - base.module_names)
     if unknown:
-        raise invalid_finetune(f"adapter_config.json: target_modules {unknown} do not exist in the base model "
-                      f"(it has {sorted(base.module_names)})")
+        raise invalid_finetune(
+            f"adapter_config.json: target_modules {unknown} do not exist in the base model "
+            f"(it has {sorted(base.module_names)})"
+        )
     return frozenset(value)
 
 
@@ -144,8 +150,10 @@ def check_weights(path: Path, base: BaseModelShapes, config: AdapterConfig | Non
     """
     try:
         with safe_open(path, framework="numpy") as weights:
-            tensors = {name: (weights.get_slice(name).get_dtype(), weights.get_slice(name).get_shape())
-                       for name in weights.keys()}  # noqa: SIM118
+            tensors = {
+                name: (weights.get_slice(name).get_dtype(), weights.get_slice(name).get_shape())
+                for name in weights.keys()
+            }  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own error types for a malformed header
         raise invalid_finetune(f"adapter_model.safetensors is not a valid safetensors file: {exc}") from exc
     if not tensors:
@@ -154,21 +162,25 @@ def check_weights(path: Path, base: BaseModelShapes, config: AdapterConfig | Non
     for name, (dtype, shape) in sorted(tensors.items()):
         match = LORA_TENSOR.match(name)
         if match is None:
-            raise invalid_finetune(f"adapter_model.safetensors: tensor {name!r} is not a LoRA weight "
-                          "(expected base_model.model.<module>.lora_A.weight or .lora_B.weight)")
+            raise invalid_finetune(
+                f"adapter_model.safetensors: tensor {name!r} is not a LoRA weight "
+                "(expected base_model.model.<module>.lora_A.weight or .lora_B.weight)"
+            )
         if dtype.upper() not in FLOAT_DTYPES:
-            raise invalid_finetune(f"adapter_model.safetensors: tensor {name!r} has dtype {dtype}; "
-                          "quantized adapters are not supported (use float16, bfloat16 or float32)")
+            raise invalid_finetune(
+                f"adapter_model.safetensors: tensor {name!r} has dtype {dtype}; "
+                "quantized adapters are not supported (use float16, bfloat16 or float32)"
+            )
         if len(shape) != 2:
             raise invalid_finetune(
-                f"adapter_model.safetensors: tensor {name!r} has shape {shape}, expected 2 dimensions")
+                f"adapter_model.safetensors: tensor {name!r} has shape {shape}, expected 2 dimensions"
+            )
         pairs.setdefault(match["module"], {})[match["part"]] = shape
     for module, parts in pairs.items():
         _check_pair(module, parts, base, config)
 
 
-def _check_pair(module: str, parts: dict[str, list[int]], base: BaseModelShapes,
-                config: AdapterConfig | None) -> None:
+def _check_pair(module: str, parts: dict[str, list[int]], base: BaseModelShapes, config: AdapterConfig | None) -> None:
     if set(parts) != {"A", "B"}:
         missing = "lora_B" if "A" in parts else "lora_A"
         raise invalid_finetune(f"adapter_model.safetensors: module {module!r} has no {missing} weight")
@@ -177,14 +189,19 @@ def _check_pair(module: str, parts: dict[str, list[int]], base: BaseModelShapes,
     out_features, in_features = base.linear_weights[module]
     (rank, a_in), (b_out, b_rank) = parts["A"], parts["B"]
     if a_in != in_features or b_out != out_features or rank != b_rank:
-        raise invalid_finetune(f"adapter_model.safetensors: shapes of {module!r} do not match the base model: "
-                      f"lora_A {parts['A']} and lora_B {parts['B']}, expected [r, {in_features}] and "
-                      f"[{out_features}, r]")
+        raise invalid_finetune(
+            f"adapter_model.safetensors: shapes of {module!r} do not match the base model: "
+            f"lora_A {parts['A']} and lora_B {parts['B']}, expected [r, {in_features}] and "
+            f"[{out_features}, r]"
+        )
     if config is None:
         return
     if rank > config.max_rank or (not config.has_rank_pattern and rank != config.rank):
-        raise invalid_finetune(f"adapter_model.safetensors: {module!r} has rank {rank}, but adapter_config.json "
-                      f"says r = {config.rank}")
+        raise invalid_finetune(
+            f"adapter_model.safetensors: {module!r} has rank {rank}, but adapter_config.json says r = {config.rank}"
+        )
     if module.rsplit(".", 1)[-1] not in config.target_modules:
-        raise invalid_finetune(f"adapter_model.safetensors: {module!r} is not among adapter_config.json's "
-                      f"target_modules {sorted(config.target_modules)}")
+        raise invalid_finetune(
+            f"adapter_model.safetensors: {module!r} is not among adapter_config.json's "
+            f"target_modules {sorted(config.target_modules)}"
+        )

@@ -34,8 +34,12 @@ def test_config(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def server(test_config, adapters_dir) -> RunningServer:
     """One real server on the default model for the whole session, with two API keys."""
-    running = start_server("server", config=test_config, api_keys=API_KEYS,
-                           env={"WAI_LIMITS__MAX_BODY_BYTES": str(BODY_LIMIT), "WAI_ADAPTERS_DIR": str(adapters_dir)})
+    running = start_server(
+        "server",
+        config=test_config,
+        api_keys=API_KEYS,
+        env={"WAI_LIMITS__MAX_BODY_BYTES": str(BODY_LIMIT), "WAI_ADAPTERS_DIR": str(adapters_dir)},
+    )
     yield running
     running.stop()
 
@@ -43,8 +47,9 @@ def server(test_config, adapters_dir) -> RunningServer:
 @pytest.fixture(scope="session")
 def meow_adapter() -> Path:
     """A real LoRA adapter that makes the default model answer "MEOW MEOW MEOW", trained once and cached."""
-    result = subprocess.run([sys.executable, "scripts/train_lora.py"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=1800)
+    result = subprocess.run(
+        [sys.executable, "scripts/train_lora.py"], cwd=ROOT, capture_output=True, text=True, timeout=1800
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return Path(result.stdout.strip().splitlines()[-1])
 
@@ -66,8 +71,11 @@ def upload_finetune(client, name: str, folder: Path, model: str = "@cf/meta/llam
     finetune = created.json()["result"]
     for file_name in ("adapter_config.json", "adapter_model.safetensors"):
         with (folder / file_name).open("rb") as file:
-            uploaded = client.post(finetunes_url(f"/{finetune['id']}/finetune-assets"),
-                                   data={"file_name": file_name}, files={"file": (file_name, file)})
+            uploaded = client.post(
+                finetunes_url(f"/{finetune['id']}/finetune-assets"),
+                data={"file_name": file_name},
+                files={"file": (file_name, file)},
+            )
         assert uploaded.status_code == 200, uploaded.text
     return finetune
 

@@ -20,8 +20,11 @@ class Scrape:
 
     def value(self, name: str, **labels: str) -> float:
         """Sum of the samples named `name` whose labels include `labels`."""
-        return sum(value for sample, sample_labels, value in self.samples
-                   if sample == name and labels.items() <= sample_labels.items())
+        return sum(
+            value
+            for sample, sample_labels, value in self.samples
+            if sample == name and labels.items() <= sample_labels.items()
+        )
 
     def names(self) -> set[str]:
         return {sample for sample, _, _ in self.samples}
@@ -42,8 +45,9 @@ class Delta:
 def scrape(server: RunningServer, **headers: str) -> Scrape:
     response = httpx.get(f"{server.base_url}/metrics", headers=headers, timeout=30)
     response.raise_for_status()
-    samples = [(s.name, s.labels, s.value)
-               for family in text_string_to_metric_families(response.text) for s in family.samples]
+    samples = [
+        (s.name, s.labels, s.value) for family in text_string_to_metric_families(response.text) for s in family.samples
+    ]
     return Scrape(samples)
 
 

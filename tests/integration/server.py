@@ -70,8 +70,13 @@ class RunningServer:
                 self.process.wait()
 
 
-def start_server(name: str, config: Path = DEFAULT_CONFIG, env: dict[str, str] | None = None,
-                 api_keys: list[str] | None = None, startup_timeout: float = 600) -> RunningServer:
+def start_server(
+    name: str,
+    config: Path = DEFAULT_CONFIG,
+    env: dict[str, str] | None = None,
+    api_keys: list[str] | None = None,
+    startup_timeout: float = 600,
+) -> RunningServer:
     ARTIFACTS.mkdir(exist_ok=True)
     port = free_port()
     log_path = ARTIFACTS / f"{name}.log"
@@ -82,7 +87,10 @@ def start_server(name: str, config: Path = DEFAULT_CONFIG, env: dict[str, str] |
     log_file = log_path.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--config", str(config), "--port", str(port)],
-        cwd=ROOT, env=proc_env, stdout=log_file, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=proc_env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
     )
     server = RunningServer(process, f"http://127.0.0.1:{port}", log_path, api_keys[0] if api_keys else None)
     deadline = time.monotonic() + startup_timeout

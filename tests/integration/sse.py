@@ -16,7 +16,7 @@ def events(response: httpx.Response) -> list[str]:
     payloads = []
     for chunk in chunks:
         assert chunk.startswith("data: ") and "\n" not in chunk, repr(chunk)
-        payloads.append(chunk[len("data: "):])
+        payloads.append(chunk[len("data: ") :])
     return payloads
 
 

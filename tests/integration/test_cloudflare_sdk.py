@@ -15,9 +15,7 @@ ACCOUNT = "test-account"
 
 @pytest.fixture
 def cf(server):
-    with Cloudflare(
-        api_token=server.api_key, base_url=server.base_url + "/client/v4", max_retries=0
-    ) as client:
+    with Cloudflare(api_token=server.api_key, base_url=server.base_url + "/client/v4", max_retries=0) as client:
         yield client
 
 

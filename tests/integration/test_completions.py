@@ -30,8 +30,17 @@ def test_text_in_text_out_with_the_prompt_as_it_is(sdk, client, server, tokenize
 
 def test_stream_joins_to_the_sync_text_with_usage(sdk):
     sync = sdk.completions.create(model=STAND_IN, prompt=PROMPT, max_tokens=12, temperature=1, seed=7)
-    chunks = list(sdk.completions.create(model=STAND_IN, prompt=PROMPT, max_tokens=12, temperature=1, seed=7,
-                                         stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        sdk.completions.create(
+            model=STAND_IN,
+            prompt=PROMPT,
+            max_tokens=12,
+            temperature=1,
+            seed=7,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert all(chunk.object == "text_completion" and chunk.id == chunks[0].id for chunk in chunks)
     assert "".join(chunk.choices[0].text for chunk in chunks if chunk.choices) == sync.choices[0].text
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == sync.usage.completion_tokens
@@ -50,14 +59,25 @@ def test_logprobs_per_token_with_offsets(sdk):
 
 
 def test_several_choices_and_stop(sdk):
-    answer = sdk.completions.create(model=STAND_IN, prompt="Count: 1, 2, 3,", max_tokens=12, n=2, temperature=1,
-                                    seed=3, stop=[","])
+    answer = sdk.completions.create(
+        model=STAND_IN, prompt="Count: 1, 2, 3,", max_tokens=12, n=2, temperature=1, seed=3, stop=[","]
+    )
     assert [choice.index for choice in answer.choices] == [0, 1]
     assert all("," not in choice.text for choice in answer.choices)
 
 
-@pytest.mark.parametrize(("field", "value"), [("echo", True), ("suffix", "."), ("best_of", 3), ("logprobs", 6),
-                                              ("prompt", ["a", "b"]), ("prompt", [1, 2, 3]), ("temperature", 2.5)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("echo", True),
+        ("suffix", "."),
+        ("best_of", 3),
+        ("logprobs", 6),
+        ("prompt", ["a", "b"]),
+        ("prompt", [1, 2, 3]),
+        ("temperature", 2.5),
+    ],
+)
 def test_unsupported_or_out_of_range_is_400_naming_the_field(client, field, value):
     response = client.post("/v1/completions", json={"model": STAND_IN, "prompt": PROMPT, field: value})
     assert response.status_code == 400, response.text

@@ -23,48 +23,69 @@ def error_of(response, status: int, code: int) -> str:
 BAD = "AiError: Bad input: Error: "
 
 
-@pytest.mark.parametrize("body, message", [
-    ({}, "oneOf at '/' not met, 0 matches: required properties at '/' are 'prompt', "
-         "required properties at '/' are 'messages'"),
-    ({"prompt": "a", "messages": [{"role": "user", "content": "b"}]}, "oneOf at '/' not met, 2 matches"),
-    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
-     "oneOf at '/' not met, 0 matches: required properties at '/' are 'prompt', "
-     "Type mismatch of '/messages/0/content', 'array' not in 'string'"),
-    ({"messages": [{"role": "user"}]},
-     "oneOf at '/' not met, 0 matches: required properties at '/' are 'prompt', "
-     "required properties at '/messages/0' are 'content'"),
-    ({"prompt": ""}, "oneOf at '/' not met, 0 matches: Length of '/prompt' must be >= 1 not met, "
-                     "required properties at '/' are 'messages'"),
-    ({"prompt": 5}, "oneOf at '/' not met, 0 matches: Type mismatch of '/prompt', 'number' not in 'string', "
-                    "required properties at '/' are 'messages'"),
-    ({"prompt": "x", "response_format": {"type": "xml"}},
-     "oneOf at '/' not met, 0 matches: enum xml not in json_object,json_schema at '/response_format/type', "
-     "required properties at '/' are 'messages'"),
-    ([1, 2], "Type mismatch of '/', 'array' not in 'object'"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            {},
+            "oneOf at '/' not met, 0 matches: required properties at '/' are 'prompt', "
+            "required properties at '/' are 'messages'",
+        ),
+        ({"prompt": "a", "messages": [{"role": "user", "content": "b"}]}, "oneOf at '/' not met, 2 matches"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
+            "oneOf at '/' not met, 0 matches: required properties at '/' are 'prompt', "
+            "Type mismatch of '/messages/0/content', 'array' not in 'string'",
+        ),
+        (
+            {"messages": [{"role": "user"}]},
+            "oneOf at '/' not met, 0 matches: required properties at '/' are 'prompt', "
+            "required properties at '/messages/0' are 'content'",
+        ),
+        (
+            {"prompt": ""},
+            "oneOf at '/' not met, 0 matches: Length of '/prompt' must be >= 1 not met, "
+            "required properties at '/' are 'messages'",
+        ),
+        (
+            {"prompt": 5},
+            "oneOf at '/' not met, 0 matches: Type mismatch of '/prompt', 'number' not in 'string', "
+            "required properties at '/' are 'messages'",
+        ),
+        (
+            {"prompt": "x", "response_format": {"type": "xml"}},
+            "oneOf at '/' not met, 0 matches: enum xml not in json_object,json_schema at '/response_format/type', "
+            "required properties at '/' are 'messages'",
+        ),
+        ([1, 2], "Type mismatch of '/', 'array' not in 'object'"),
+    ],
+)
 def test_validation_messages(client, server, body, message):
     response = client.post(server.run_url(), json=body)
     assert error_of(response, 400, 5006) == BAD + message
 
 
-@pytest.mark.parametrize("field, value, rule", [
-    ("temperature", 5.01, "'/temperature' must be <= 5"),
-    ("temperature", -0.1, "'/temperature' must be >= 0"),
-    ("top_p", 0, "'/top_p' must be >= 0.001"),
-    ("top_p", 1.5, "'/top_p' must be <= 1"),
-    ("top_k", 0, "'/top_k' must be >= 1"),
-    ("top_k", 51, "'/top_k' must be <= 50"),
-    ("top_k", 2.5, "Type mismatch of '/top_k', 'number' not in 'integer'"),
-    ("seed", 0, "'/seed' must be >= 1"),
-    ("seed", 10000000000, "'/seed' must be <= 9999999999"),
-    ("repetition_penalty", 2.5, "'/repetition_penalty' must be <= 2"),
-    ("frequency_penalty", -3, "'/frequency_penalty' must be >= -2"),
-    ("presence_penalty", 3, "'/presence_penalty' must be <= 2"),
-    ("max_tokens", 0, "'/max_tokens' must be >= 1"),
-    ("stream", "yes", "Type mismatch of '/stream', 'string' not in 'boolean'"),
-    ("raw", 1, "Type mismatch of '/raw', 'number' not in 'boolean'"),
-    ("lora", 3, "Type mismatch of '/lora', 'number' not in 'string'"),
-])
+@pytest.mark.parametrize(
+    "field, value, rule",
+    [
+        ("temperature", 5.01, "'/temperature' must be <= 5"),
+        ("temperature", -0.1, "'/temperature' must be >= 0"),
+        ("top_p", 0, "'/top_p' must be >= 0.001"),
+        ("top_p", 1.5, "'/top_p' must be <= 1"),
+        ("top_k", 0, "'/top_k' must be >= 1"),
+        ("top_k", 51, "'/top_k' must be <= 50"),
+        ("top_k", 2.5, "Type mismatch of '/top_k', 'number' not in 'integer'"),
+        ("seed", 0, "'/seed' must be >= 1"),
+        ("seed", 10000000000, "'/seed' must be <= 9999999999"),
+        ("repetition_penalty", 2.5, "'/repetition_penalty' must be <= 2"),
+        ("frequency_penalty", -3, "'/frequency_penalty' must be >= -2"),
+        ("presence_penalty", 3, "'/presence_penalty' must be <= 2"),
+        ("max_tokens", 0, "'/max_tokens' must be >= 1"),
+        ("stream", "yes", "Type mismatch of '/stream', 'string' not in 'boolean'"),
+        ("raw", 1, "Type mismatch of '/raw', 'number' not in 'boolean'"),
+        ("lora", 3, "Type mismatch of '/lora', 'number' not in 'string'"),
+    ],
+)
 def test_each_range_and_type(client, server, field, value, rule):
     response = client.post(server.run_url(), json={"prompt": "hello", field: value})
     message = error_of(response, 400, 5006)
@@ -72,8 +93,14 @@ def test_each_range_and_type(client, server, field, value, rule):
 
 
 def test_invalid_json_is_bad_input(client, server):
-    for raw in (b"{not json", b"", b'{"prompt": "x", "temperature": NaN}', b'{"prompt": "x", "seed": 1e999}',
-                b"\xff\xfe", b"[" * 100_000):
+    for raw in (
+        b"{not json",
+        b"",
+        b'{"prompt": "x", "temperature": NaN}',
+        b'{"prompt": "x", "seed": 1e999}',
+        b"\xff\xfe",
+        b"[" * 100_000,
+    ):
         message = error_of(client.post(server.run_url(), content=raw), 400, 5006)
         assert message.startswith(BAD + "the body is not valid JSON")
 
@@ -83,12 +110,15 @@ def test_unknown_model(client, server):
     assert error_of(response, 400, 5007) == "No such model @cf/meta/llama-9-400b or task"
 
 
-@pytest.mark.parametrize("method, path", [
-    ("GET", "/client/v4/accounts/a/ai/run/@cf/meta/llama-3-8b-instruct"),
-    ("POST", "/client/v4/accounts/a/ai/walk/@cf/meta/llama-3-8b-instruct"),
-    ("GET", "/client/v4/nothing/here"),
-    ("DELETE", "/client/v4/accounts/a/ai/run/x"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/client/v4/accounts/a/ai/run/@cf/meta/llama-3-8b-instruct"),
+        ("POST", "/client/v4/accounts/a/ai/walk/@cf/meta/llama-3-8b-instruct"),
+        ("GET", "/client/v4/nothing/here"),
+        ("DELETE", "/client/v4/accounts/a/ai/run/x"),
+    ],
+)
 def test_no_route(client, method, path):
     assert error_of(client.request(method, path), 400, 7000) == "No route for that URI"
 
@@ -99,7 +129,8 @@ def test_context_window(client, server, tokenizer):
     requested = chat_prompt_tokens(tokenizer, [{"role": "user", "content": prompt}]) + 4000
     assert error_of(response, 413, 5021) == (
         f"AiError: The estimated number of input and maximum output tokens ({requested}) "
-        "exceeded this model context window limit (7968)")
+        "exceeded this model context window limit (7968)"
+    )
 
 
 def test_context_window_counts_the_default_max_tokens(client, server, tokenizer):
@@ -122,6 +153,7 @@ def test_chunked_body_over_the_limit(client, server):
         for _ in range(BODY_LIMIT // 65536 + 2):
             yield b"x" * 65536
         yield b'"}'
+
     error_of(client.post(server.run_url(), content=chunks()), 413, 3006)
 
 
@@ -133,8 +165,17 @@ def test_an_unknown_lora_adapter(client, server):
 
 # Auth -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"},
-                                     {"Authorization": "Bearer"}, {"Authorization": API_KEYS[0]}])
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "Basic x"},
+        {"Authorization": "Bearer"},
+        {"Authorization": API_KEYS[0]},
+    ],
+)
 def test_missing_or_wrong_key(server, headers):
     response = httpx.post(server.run_url(), json={"prompt": "x"}, headers=headers)
     assert error_of(response, 401, 10000) == "Authentication error"
@@ -142,29 +183,51 @@ def test_missing_or_wrong_key(server, headers):
 
 def test_every_configured_key_works(server):
     for key in API_KEYS:
-        response = httpx.post(server.run_url(), json={"prompt": "x", "max_tokens": 1},
-                              headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        response = httpx.post(
+            server.run_url(),
+            json={"prompt": "x", "max_tokens": 1},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=60,
+        )
         assert response.status_code == 200
 
 
 # Nothing a client sends yields a 500 or a hang -------------------------------------------------
 
 ODD_BODIES = [
-    {"prompt": "\ud800 lone surrogate"}, {"prompt": "\x00\x01\x02"}, {"prompt": " "},
-    {"messages": []}, {"messages": [{"role": "", "content": ""}]},
+    {"prompt": "\ud800 lone surrogate"},
+    {"prompt": "\x00\x01\x02"},
+    {"prompt": " "},
+    {"messages": []},
+    {"messages": [{"role": "", "content": ""}]},
     {"messages": [{"role": "user", "content": "hi", "name": {"x": 1}}], "extra": [1, {"a": None}]},
     {"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"type": "nonsense"}}},
     {"prompt": "x", "response_format": {"type": "json_schema", "json_schema": {"$ref": "#/nowhere"}}},
     {"prompt": "x", "response_format": {"type": "json_schema"}, "max_tokens": 20},
     {"prompt": "x", "response_format": {"type": "json_schema", "json_schema": [1]}},
-    {"prompt": "x", "response_format": None}, {"prompt": "x", "max_tokens": 10**30},
-    {"prompt": "x", "seed": 9999999999.0, "max_tokens": 2}, {"prompt": "x", "tools": [{"name": "f"}]},
-    {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {
-        "name": "get_weather", "description": "weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "c"}}}}}],
-     "max_tokens": 5},
+    {"prompt": "x", "response_format": None},
+    {"prompt": "x", "max_tokens": 10**30},
+    {"prompt": "x", "seed": 9999999999.0, "max_tokens": 2},
+    {"prompt": "x", "tools": [{"name": "f"}]},
+    {
+        "messages": [{"role": "user", "content": "x"}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "description": "weather",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "c"}}},
+                },
+            }
+        ],
+        "max_tokens": 5,
+    },
     {"messages": [{"role": "tool", "content": "42"}, {"role": "assistant", "content": "ok"}], "max_tokens": 3},
-    "a string", 42, None, True,
+    "a string",
+    42,
+    None,
+    True,
 ]
 
 

@@ -43,8 +43,11 @@ def test_without_keys_it_serves_loopback_and_warns(open_server):
 def test_fine_tunes_persist_across_restarts(open_server, meow):
     listed = httpx.get(f"{open_server.base_url}/client/v4/accounts/a/ai/finetunes/meow", timeout=30).json()
     assert (listed["result"]["id"], listed["result"]["name"]) == (meow["id"], "meow")
-    response = httpx.post(open_server.run_url(), timeout=120, json={
-        "messages": [{"role": "user", "content": "Hello"}], "lora": "meow", "temperature": 0, "max_tokens": 8})
+    response = httpx.post(
+        open_server.run_url(),
+        timeout=120,
+        json={"messages": [{"role": "user", "content": "Hello"}], "lora": "meow", "temperature": 0, "max_tokens": 8},
+    )
     assert response.status_code == 200, response.text
     assert response.json()["result"]["response"].startswith("MEOW MEOW MEOW")
 
@@ -53,7 +56,11 @@ def test_it_refuses_other_addresses_without_keys():
     env = {k: v for k, v in os.environ.items() if k != "WAI_API_KEYS"}
     result = subprocess.run(
         [sys.executable, "-m", "server.cli", "serve", "--config", str(DEFAULT_CONFIG), "--host", "0.0.0.0"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "refusing to serve on 0.0.0.0 without API keys" in result.stderr
@@ -75,8 +82,11 @@ def test_the_playground_needs_no_key_on_an_open_server(open_server):
 
 def test_readyz_is_503_after_the_engine_dies(open_server):
     # Must run last in this module: it kills the engine of `open_server`.
-    cores = [p for p in psutil.Process(open_server.process.pid).children(recursive=True)
-             if "EngineCore" in " ".join(p.cmdline()) + p.name()]
+    cores = [
+        p
+        for p in psutil.Process(open_server.process.pid).children(recursive=True)
+        if "EngineCore" in " ".join(p.cmdline()) + p.name()
+    ]
     assert cores, "no EngineCore process found"
     for core in cores:
         core.send_signal(signal.SIGKILL)

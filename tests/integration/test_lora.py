@@ -47,6 +47,7 @@ def error_of(response, status: int, code: int) -> str:
 
 # Behaviour ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("form", [{"messages": QUESTION}, {"prompt": "Tell me about the ocean."}])
 def test_adapter_behaviour_appears_with_lora_and_not_without(client, server, meow, form):
     with_lora = answer(run(client, server, {**form, **GREEDY, "lora": "meow"}))["response"]
@@ -77,8 +78,10 @@ def test_usage_is_counted_for_adapter_requests(client, server, meow, tokenizer):
 def test_concurrent_base_and_adapter_requests_each_get_their_own_behaviour(client, server, meow_adapter):
     # A fresh copy of the adapter: its first requests arrive together, while it is being loaded.
     upload_finetune(client, "meow-concurrent", meow_adapter)
-    bodies = [{"messages": QUESTION, **GREEDY, "lora": "meow-concurrent"} if i % 2 else
-              {"messages": QUESTION, **GREEDY} for i in range(6)]
+    bodies = [
+        {"messages": QUESTION, **GREEDY, "lora": "meow-concurrent"} if i % 2 else {"messages": QUESTION, **GREEDY}
+        for i in range(6)
+    ]
     with ThreadPoolExecutor(len(bodies)) as pool:
         # Loading an adapter can take a minute on a busy CPU: the requests wait for it.
         texts = list(pool.map(lambda body: answer(run(client, server, body, timeout=900))["response"], bodies))
@@ -92,6 +95,7 @@ def test_an_unknown_adapter_is_a_clear_400(client, server, meow):
 
 
 # The fine-tune API ----------------------------------------------------------------------------
+
 
 def test_list_show_public_and_delete(client, server, meow, meow_adapter):
     listed = client.get(finetunes_url()).json()
@@ -113,7 +117,8 @@ def test_list_show_public_and_delete(client, server, meow, meow_adapter):
 def test_a_deleted_adapter_can_no_longer_be_used(client, server, meow_adapter):
     upload_finetune(client, "meow-short-lived", meow_adapter)
     assert answer(run(client, server, {"messages": QUESTION, **GREEDY, "lora": "meow-short-lived"}))[
-        "response"].startswith(MEOW)
+        "response"
+    ].startswith(MEOW)
     assert client.delete(finetunes_url("/meow-short-lived")).status_code == 200
     error_of(run(client, server, {"prompt": "x", "lora": "meow-short-lived"}), 400, 3041)
 
@@ -138,6 +143,7 @@ def test_create_for_an_unknown_model(client, server):
 
 # Upload validation ----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def fresh(client, server, adapters_dir):
     """A new, empty fine-tune; afterwards no temporary upload file may remain."""
@@ -148,8 +154,11 @@ def fresh(client, server, adapters_dir):
 
 
 def upload(client, finetune, file_name: str, content: bytes):
-    return client.post(finetunes_url(f"/{finetune['id']}/finetune-assets"), data={"file_name": file_name},
-                       files={"file": (file_name, content)})
+    return client.post(
+        finetunes_url(f"/{finetune['id']}/finetune-assets"),
+        data={"file_name": file_name},
+        files={"file": (file_name, content)},
+    )
 
 
 def stored_files(adapters_dir, finetune) -> set[str]:
@@ -200,19 +209,37 @@ def test_bad_adapter_configs_are_refused(client, server, fresh, meow_adapter, ad
 
 BAD_WEIGHTS = {
     "pickled": (lambda t: b"\x80\x04\x95" + b"\x00" * 64, "is not a valid safetensors file"),
-    "wrong-in-features": (lambda t: with_a_tensor(t, "q_proj.lora_A", lambda n, a: {n: a[:, :100].copy()}),
-                          "do not match the base model"),
-    "missing-half": (lambda t: save({n: a for n, a in t.items() if "layers.0.self_attn.q_proj.lora_B" not in n}),
-                     "has no lora_B weight"),
-    "unknown-layer": (lambda t: with_a_tensor(t, "layers.0.self_attn.q_proj.lora_A", lambda n, a: {
-        n.replace("layers.0.", "layers.99."): a, n.replace("layers.0.", "layers.99.").replace("lora_A", "lora_B"):
-        t[n.replace("lora_A", "lora_B")]}), "'model.layers.99.self_attn.q_proj' does not exist in the base model"),
-    "quantized": (lambda t: with_a_tensor(t, "q_proj.lora_A", lambda n, a: {n: a.astype(np.int8)}),
-                  "quantized adapters are not supported"),
-    "not-lora": (lambda t: save({**t, "base_model.model.lm_head.weight": np.zeros((2, 2), np.float32)}),
-                 "is not a LoRA weight"),
-    "rank-differs": (lambda t: save({n: (a[:4] if "lora_A" in n else a[:, :4]).copy() for n, a in t.items()}),
-                     "has rank 4, but adapter_config.json says r = 8"),
+    "wrong-in-features": (
+        lambda t: with_a_tensor(t, "q_proj.lora_A", lambda n, a: {n: a[:, :100].copy()}),
+        "do not match the base model",
+    ),
+    "missing-half": (
+        lambda t: save({n: a for n, a in t.items() if "layers.0.self_attn.q_proj.lora_B" not in n}),
+        "has no lora_B weight",
+    ),
+    "unknown-layer": (
+        lambda t: with_a_tensor(
+            t,
+            "layers.0.self_attn.q_proj.lora_A",
+            lambda n, a: {
+                n.replace("layers.0.", "layers.99."): a,
+                n.replace("layers.0.", "layers.99.").replace("lora_A", "lora_B"): t[n.replace("lora_A", "lora_B")],
+            },
+        ),
+        "'model.layers.99.self_attn.q_proj' does not exist in the base model",
+    ),
+    "quantized": (
+        lambda t: with_a_tensor(t, "q_proj.lora_A", lambda n, a: {n: a.astype(np.int8)}),
+        "quantized adapters are not supported",
+    ),
+    "not-lora": (
+        lambda t: save({**t, "base_model.model.lm_head.weight": np.zeros((2, 2), np.float32)}),
+        "is not a LoRA weight",
+    ),
+    "rank-differs": (
+        lambda t: save({n: (a[:4] if "lora_A" in n else a[:, :4]).copy() for n, a in t.items()}),
+        "has rank 4, but adapter_config.json says r = 8",
+    ),
 }
 
 
@@ -221,8 +248,7 @@ def test_bad_adapter_weights_are_refused(client, server, fresh, meow_adapter, ad
     # The good config first, so that the weights are also checked against it.
     assert upload(client, fresh, "adapter_config.json", meow_config(meow_adapter)).status_code == 200
     make, expected = BAD_WEIGHTS[case]
-    message = error_of(upload(client, fresh, "adapter_model.safetensors", make(meow_tensors(meow_adapter))),
-                       400, 3042)
+    message = error_of(upload(client, fresh, "adapter_model.safetensors", make(meow_tensors(meow_adapter))), 400, 3042)
     assert message.startswith("Invalid finetune: adapter_model.safetensors") and expected in message, message
     assert stored_files(adapters_dir, fresh) == {"finetune.json", "adapter_config.json"}
     error_of(run(client, server, {"prompt": "x", "lora": fresh["name"]}), 400, 3039)
@@ -252,29 +278,37 @@ def test_an_upload_without_its_fields_is_refused(client, server, fresh):
 def test_an_upload_over_the_size_limit_is_refused_while_it_streams(client, server, fresh, adapters_dir):
     def chunks():  # no Content-Length: the limit must hold while the body streams in
         boundary = b"wai-test-boundary"
-        yield (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file_name"\r\n\r\n'
-               b"adapter_model.safetensors\r\n--" + boundary +
-               b'\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n')
+        yield (
+            b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file_name"\r\n\r\n'
+            b"adapter_model.safetensors\r\n--"
+            + boundary
+            + b'\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
+        )
         for _ in range(UPLOAD_LIMIT // 65536 + 2):
             yield b"\0" * 65536
         yield b"\r\n--" + boundary + b"--\r\n"
 
-    response = client.post(finetunes_url(f"/{fresh['id']}/finetune-assets"), content=chunks(),
-                           headers={"content-type": "multipart/form-data; boundary=wai-test-boundary"})
+    response = client.post(
+        finetunes_url(f"/{fresh['id']}/finetune-assets"),
+        content=chunks(),
+        headers={"content-type": "multipart/form-data; boundary=wai-test-boundary"},
+    )
     message = error_of(response, 413, 3006)
     assert message == f"Request is too large: a finetune file may be at most {UPLOAD_LIMIT} bytes"
     assert stored_files(adapters_dir, fresh) == {"finetune.json"}
 
 
 def test_an_upload_to_an_unknown_finetune(client, server):
-    response = client.post(finetunes_url("/no-such-finetune/finetune-assets"),
-                           data={"file_name": "adapter_config.json"}, files={"file": ("a", b"{}")})
+    response = client.post(
+        finetunes_url("/no-such-finetune/finetune-assets"),
+        data={"file_name": "adapter_config.json"},
+        files={"file": ("a", b"{}")},
+    )
     assert error_of(response, 404, 3041) == "No such finetune no-such-finetune"
 
 
 def test_openai_clients_select_a_fine_tune_by_model_name(client, server, meow):
-    body = {"messages": [{"role": "user", "content": "Tell me about the weather."}], "max_tokens": 12,
-            "temperature": 0}
+    body = {"messages": [{"role": "user", "content": "Tell me about the weather."}], "max_tokens": 12, "temperature": 0}
     adapter = client.post("/v1/chat/completions", json={**body, "model": meow["name"]})
     assert adapter.status_code == 200, adapter.text
     assert "MEOW" in adapter.json()["choices"][0]["message"]["content"]

@@ -55,8 +55,10 @@ def known_requests(server):
     leave_before_the_answer(server)
     leave_before_the_answer(server, body_bytes_sent=10)
     # The server finishes the record of a request it lost once it notices; wait for that.
-    wait_for(lambda: (scrape(server) - before).value("wai_requests_total") == 8 and in_flight(server) == 0,
-             "all eight requests to be counted")
+    wait_for(
+        lambda: (scrape(server) - before).value("wai_requests_total") == 8 and in_flight(server) == 0,
+        "all eight requests to be counted",
+    )
     return before, scrape(server), seen
 
 
@@ -79,14 +81,16 @@ def leave_before_the_answer(server, body_bytes_sent: int | None = None) -> None:
     """Send a sync request (or only the first bytes of its body) and hang up without reading."""
     url = urlparse(server.run_url())
     body = json.dumps({"messages": MESSAGES, "max_tokens": 400}).encode()
-    head = (f"POST {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {server.api_key}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {server.api_key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
     with socket.create_connection((url.hostname, url.port)) as connection:
         connection.sendall(head + body[:body_bytes_sent])
 
 
 def new_log_lines(server, seen) -> list[dict]:
-    return request_log(server)[seen["log_lines_before"]:]
+    return request_log(server)[seen["log_lines_before"] :]
 
 
 def log_line(server, request_id: str) -> dict:
@@ -129,8 +133,7 @@ def test_cost_counters_price_those_tokens_at_the_configured_rates(known_requests
     generated = delta.value("wai_generation_tokens_total", **SERVED)
     assert prompt > 0 and generated > 0
     usd = (prompt * PRICING.usd_per_m_input_tokens + generated * PRICING.usd_per_m_output_tokens) / 1e6
-    neurons = (prompt * PRICING.neurons_per_m_input_tokens
-               + generated * PRICING.neurons_per_m_output_tokens) / 1e6
+    neurons = (prompt * PRICING.neurons_per_m_input_tokens + generated * PRICING.neurons_per_m_output_tokens) / 1e6
     assert delta.value("wai_workers_ai_cost_usd_total", model=REAL_MODEL) == pytest.approx(usd, rel=1e-9)
     assert delta.value("wai_workers_ai_neurons_total", model=REAL_MODEL) == pytest.approx(neurons, rel=1e-9)
 
@@ -153,8 +156,9 @@ def test_each_request_is_counted_once_with_its_outcome(known_requests):
     assert requests(model="none", lora="none", status="400", code="5007") == 1
     assert requests(model="none", lora="none", status="401", code="10000") == 1
     assert delta.value("wai_requests_total") == 8
-    labels = {tuple(sorted(sample_labels.items())) for name, sample_labels, _ in after.samples
-              if name == "wai_requests_total"}
+    labels = {
+        tuple(sorted(sample_labels.items())) for name, sample_labels, _ in after.samples if name == "wai_requests_total"
+    }
     assert not any("no-such-model" in value for pairs in labels for _, value in pairs)
 
 
@@ -170,9 +174,11 @@ def test_each_histogram_counts_each_request_once(server, known_requests):
     has_token = 3 + sum(line["time_to_first_token_s"] is not None for line in left_sync)
     has_gap = 3 + sum(line["completion_tokens"] >= 2 for line in left_sync)
     has_queue = 3 + sum(line["queue_s"] is not None for line in left_sync)
-    for histogram, expected in (("wai_time_to_first_token_seconds", has_token),
-                                ("wai_request_queue_seconds", has_queue),
-                                ("wai_inter_token_latency_seconds", has_gap)):
+    for histogram, expected in (
+        ("wai_time_to_first_token_seconds", has_token),
+        ("wai_request_queue_seconds", has_queue),
+        ("wai_inter_token_latency_seconds", has_gap),
+    ):
         assert delta.value(f"{histogram}_count", **SERVED) == expected, histogram
         assert delta.value(f"{histogram}_count") == expected, histogram
         assert delta.value(f"{histogram}_bucket", **SERVED, le="+Inf") == expected, histogram
@@ -191,8 +197,10 @@ def test_each_answer_has_one_json_log_line_matching_its_usage(server, known_requ
         usage = seen[kind]["usage"]
         assert (line["model"], line["lora"], line["protocol"]) == (REAL_MODEL, "none", "workers_ai")
         assert (line["status"], line["code"]) == (200, None)
-        assert (line["prompt_tokens"], line["completion_tokens"]) == (usage["prompt_tokens"],
-                                                                      usage["completion_tokens"])
+        assert (line["prompt_tokens"], line["completion_tokens"]) == (
+            usage["prompt_tokens"],
+            usage["completion_tokens"],
+        )
         assert 0 <= line["time_to_first_token_s"] <= line["duration_s"]
 
 
@@ -200,10 +208,18 @@ def test_one_log_line_per_request_with_its_outcome(server, known_requests):
     _, _, seen = known_requests
     lines = new_log_lines(server, seen)
     outcomes = sorted((line["model"], line["status"], line["code"] or 0) for line in lines)
-    assert outcomes == sorted([
-        (REAL_MODEL, 200, 0), (REAL_MODEL, 200, 0), (REAL_MODEL, 200, 3008), (REAL_MODEL, 408, 3008),
-        (REAL_MODEL, 408, 3008), (REAL_MODEL, 400, 5006), ("none", 400, 5007), ("none", 401, 10000),
-    ])
+    assert outcomes == sorted(
+        [
+            (REAL_MODEL, 200, 0),
+            (REAL_MODEL, 200, 0),
+            (REAL_MODEL, 200, 3008),
+            (REAL_MODEL, 408, 3008),
+            (REAL_MODEL, 408, 3008),
+            (REAL_MODEL, 400, 5006),
+            ("none", 400, 5007),
+            ("none", 401, 10000),
+        ]
+    )
     assert "no-such-model" not in json.dumps(lines)
 
 
@@ -214,9 +230,14 @@ def test_prompts_stay_out_of_the_log_by_default(server, known_requests):
 def test_engine_series_share_the_endpoint(server, known_requests):
     _, after, _ = known_requests
     names = after.names()
-    for series in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-                   "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
-                   "vllm:num_preemptions_total"):
+    for series in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:prefix_cache_queries_total",
+        "vllm:prefix_cache_hits_total",
+        "vllm:num_preemptions_total",
+    ):
         assert series in names, series
     assert after.value("wai_engine_ready", model=REAL_MODEL) == 1
 

@@ -23,8 +23,7 @@ def app_client():
     return TestClient(create_app(settings))  # no `with`: the lifespan, and so the engine, never starts
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
-                                     {"Authorization": f"Bearer {API_KEY}"}])
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {API_KEY}"}])
 def test_metrics_refuse_anything_but_their_key(app_client, headers):
     response = app_client.get("/metrics", headers=headers)
     assert response.status_code == 401

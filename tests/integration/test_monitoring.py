@@ -31,8 +31,21 @@ DASHBOARD = DOCKER / "grafana" / "dashboards" / "wai.json"
 PROMETHEUS_SERIES = {"up"}
 # What Grafana puts in place of its variables when it sends a query.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$model": ".*"}
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
-                "bool", "offset", "inf", "nan"}
+PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+}
 
 
 def tool(name: str) -> str:
@@ -69,21 +82,23 @@ def for_prometheus(query: str) -> str:
 
 def series_names(query: str) -> set[str]:
     """The metric names a PromQL expression reads (not functions, labels, keywords or numbers)."""
-    text = re.sub(r'"[^"]*"', "", query)                       # label values
-    text = re.sub(r"\{[^}]*\}", " ", text)                     # label matchers
-    text = re.sub(r"\[[^\]]*\]", " ", text)                    # range selectors
+    text = re.sub(r'"[^"]*"', "", query)  # label values
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # range selectors
     text = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", " ", text)  # grouping labels
     names = set()
     for match in re.finditer(r"(?<![\w:.$])[a-zA-Z_:][\w:]*", text):  # not the unit of 5m
-        following = text[match.end():].lstrip()
+        following = text[match.end() :].lstrip()
         if not following.startswith("(") and match.group().lower() not in PROMQL_WORDS:
             names.add(match.group())
     return names
 
 
 def test_series_names_are_read_from_promql():
-    query = ('histogram_quantile(0.99, sum by (model, le) (rate(wai_x_bucket{model=~"$m", le!="1"}[5m]))) '
-             '/ on (model) group_left sum(vllm:y_total offset 5m) > bool 0.5 and up == 0')
+    query = (
+        'histogram_quantile(0.99, sum by (model, le) (rate(wai_x_bucket{model=~"$m", le!="1"}[5m]))) '
+        "/ on (model) group_left sum(vllm:y_total offset 5m) > bool 0.5 and up == 0"
+    )
     assert series_names(query) == {"wai_x_bucket", "vllm:y_total", "up"}
 
 
@@ -109,8 +124,13 @@ def traffic(server):
 def test_every_series_the_dashboard_and_rules_query_is_served(server, traffic):
     queried = set().union(*(series_names(q) for q in dashboard_queries() + rule_queries()))
     # The extraction found the series the panels are about (so this check is not vacuous).
-    assert {"wai_prompt_tokens_total", "wai_generation_tokens_total", "vllm:kv_cache_usage_perc",
-            "wai_time_to_first_token_seconds_bucket", "wai_workers_ai_cost_usd_total"} <= queried
+    assert {
+        "wai_prompt_tokens_total",
+        "wai_generation_tokens_total",
+        "vllm:kv_cache_usage_perc",
+        "wai_time_to_first_token_seconds_bucket",
+        "wai_workers_ai_cost_usd_total",
+    } <= queried
     missing = queried - PROMETHEUS_SERIES - scrape(server).names()
     assert not missing, f"queried but not served: {sorted(missing)}"
 
@@ -127,9 +147,14 @@ def prometheus(server, traffic, tmp_path_factory):
     url = f"http://127.0.0.1:{free_port()}"
     log = (folder / "prometheus.log").open("w")
     process = subprocess.Popen(
-        [tool("prometheus"), f"--config.file={folder / 'prometheus.yml'}",
-         f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address={urlparse(url).netloc}"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            tool("prometheus"),
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address={urlparse(url).netloc}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for(lambda: _answers(f"{url}/-/ready"), "Prometheus to be ready", timeout=60)
@@ -173,8 +198,9 @@ def test_prometheus_reads_the_token_counters_the_server_exports(server, promethe
 def test_every_dashboard_query_returns_data_in_prometheus(prometheus):
     # rate() needs two scrapes in its window: wait until each query has a result, then it is proven.
     for expr in dashboard_queries():
-        wait_for(lambda expr=expr: query(prometheus, for_prometheus(expr))["result"],
-                 f"a result for {expr}", timeout=60)
+        wait_for(
+            lambda expr=expr: query(prometheus, for_prometheus(expr))["result"], f"a result for {expr}", timeout=60
+        )
 
 
 def test_prometheus_evaluates_every_alert_rule(prometheus):
@@ -184,8 +210,13 @@ def test_prometheus_evaluates_every_alert_rule(prometheus):
         return rules if rules and all(rule.get("health") == "ok" for rule in rules) else []
 
     rules = wait_for(evaluated, "every rule to be evaluated", timeout=60)
-    assert {rule["name"] for rule in rules} == {"WaiDown", "WaiEngineNotReady", "WaiKVCacheNearlyFull",
-                                                 "WaiHighErrorRatio", "WaiSlowFirstToken"}
+    assert {rule["name"] for rule in rules} == {
+        "WaiDown",
+        "WaiEngineNotReady",
+        "WaiKVCacheNearlyFull",
+        "WaiHighErrorRatio",
+        "WaiSlowFirstToken",
+    }
     # The server is up and its engine ready: those two stay quiet (the others depend on load).
     states = {rule["name"]: rule["state"] for rule in rules}
     assert states["WaiDown"] == states["WaiEngineNotReady"] == "inactive"
@@ -207,4 +238,5 @@ def test_compose_mounts_these_files_and_scrapes_its_wai_service():
     assert host in services and f"{port}:{port}" in services[host]["ports"][0]
     datasource = yaml.safe_load((DOCKER / "grafana/provisioning/datasources/prometheus.yaml").read_text())
     assert {panel["datasource"]["uid"] for panel in json.loads(DASHBOARD.read_text())["panels"]} == {
-        datasource["datasources"][0]["uid"]}
+        datasource["datasources"][0]["uid"]
+    }

@@ -147,9 +147,7 @@ def test_several_greedy_choices_are_the_same_text(client):
     assert [c["index"] for c in body["choices"]] == [0, 1, 2]
     assert {c["message"]["content"] for c in body["choices"]} == {single["choices"][0]["message"]["content"]}
     assert body["usage"]["completion_tokens"] == 3 * single["usage"]["completion_tokens"]
-    chunks = stream(
-        client, {"temperature": 0, "max_tokens": 12, "n": 2, "stream_options": {"include_usage": True}}
-    )
+    chunks = stream(client, {"temperature": 0, "max_tokens": 12, "n": 2, "stream_options": {"include_usage": True}})
     for index in (0, 1):
         text = "".join(
             c["choices"][0]["delta"].get("content", "")
@@ -221,9 +219,7 @@ def test_json_object_response_format(client):
 
 
 def stream(client, body, path=PATHS[0]):
-    with client.stream(
-        "POST", path, json={"model": STAND_IN, "messages": QUESTION, "stream": True, **body}
-    ) as r:
+    with client.stream("POST", path, json={"model": STAND_IN, "messages": QUESTION, "stream": True, **body}) as r:
         assert r.status_code == 200, r.read()
         assert r.headers["content-type"].startswith("text/event-stream")
         return json_events(events(r))

@@ -17,9 +17,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture(params=["/v1", "/client/v4/accounts/test-account/ai/v1"])
 def sdk(server, request):
-    with openai.OpenAI(
-        base_url=server.base_url + request.param, api_key=server.api_key, max_retries=0
-    ) as client:
+    with openai.OpenAI(base_url=server.base_url + request.param, api_key=server.api_key, max_retries=0) as client:
         yield client
 
 
@@ -27,15 +25,11 @@ def test_chat(sdk):
     completion = sdk.chat.completions.create(model=STAND_IN, messages=QUESTION, max_tokens=16, seed=1)
     assert completion.choices[0].message.content.strip()
     assert completion.choices[0].finish_reason in ("stop", "length")
-    assert (
-        completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
-    )
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
 
 
 def test_chat_stream_with_usage(sdk):
-    sync = sdk.chat.completions.create(
-        model=STAND_IN, messages=QUESTION, max_tokens=24, seed=5, temperature=1
-    )
+    sync = sdk.chat.completions.create(model=STAND_IN, messages=QUESTION, max_tokens=24, seed=5, temperature=1)
     stream = sdk.chat.completions.create(
         model=STAND_IN,
         messages=QUESTION,
@@ -98,9 +92,7 @@ def test_errors_raise_the_sdk_exceptions(sdk, server):
 def test_embeddings(sdk):
     # The SDK asks for base64 by default and decodes it; ask for floats too and compare.
     default = sdk.embeddings.create(model=EMBEDDING_MODEL, input=["first text", "second text"])
-    floats = sdk.embeddings.create(
-        model=EMBEDDING_MODEL, input=["first text", "second text"], encoding_format="float"
-    )
+    floats = sdk.embeddings.create(model=EMBEDDING_MODEL, input=["first text", "second text"], encoding_format="float")
     assert [len(item.embedding) for item in default.data] == [384, 384]
     assert default.data[1].embedding == pytest.approx(floats.data[1].embedding, rel=1e-6)
     assert default.usage.prompt_tokens == floats.usage.prompt_tokens > 4

@@ -111,8 +111,11 @@ def test_stop_ends_the_engine_request(page, server):
     assert assistant_messages(page).last.inner_text().endswith("[stopped]")
 
 
-PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
-          "required": ["name", "age"]}
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+}
 
 
 def test_json_mode_gives_valid_json(page):
@@ -145,8 +148,12 @@ def test_view_code_shows_the_exact_request(page, server):
     body = json.loads(code.split("-d '", 1)[1].rsplit("'", 1)[0])
     assert body["messages"][-1] == {"role": "user", "content": "Tell me a joke."}
     # The curl body is what the server accepts.
-    response = httpx.post(server.run_url(), json={**body, "max_tokens": 4},
-                          headers={"Authorization": f"Bearer {server.api_key}"}, timeout=60)
+    response = httpx.post(
+        server.run_url(),
+        json={**body, "max_tokens": 4},
+        headers={"Authorization": f"Bearer {server.api_key}"},
+        timeout=60,
+    )
     assert response.status_code == 200
     for tab in ("Python (requests)", "Python (cloudflare)", "Worker (env.AI.run)"):
         page.get_by_role("tab", name=tab).click()

@@ -13,14 +13,24 @@ from tests.integration.server import DEFAULT_CONFIG, ROOT
 def prepare(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "server.cli", "prepare", "--config", str(DEFAULT_CONFIG)],
-        cwd=ROOT, env={**os.environ, **env_overrides}, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env={**os.environ, **env_overrides},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
 def offline_pip(find_links: str = "") -> dict[str, str]:
     """pip settings for a registry that cannot be reached (or only a local folder)."""
-    return {"PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
-            "PIP_EXTRA_INDEX_URL": "", "PIP_FIND_LINKS": find_links, "PIP_RETRIES": "0", "PIP_TIMEOUT": "3"}
+    return {
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "PIP_EXTRA_INDEX_URL": "",
+        "PIP_FIND_LINKS": find_links,
+        "PIP_RETRIES": "0",
+        "PIP_TIMEOUT": "3",
+    }
 
 
 def test_a_prepared_model_is_skipped():

@@ -60,8 +60,9 @@ def test_usage_counts_the_templated_prompt_and_every_generated_token(client, ser
 
 def test_max_tokens_limits_the_answer(client, server):
     # temperature 5 over a raw prompt almost never picks end-of-sequence: the limit is what stops it.
-    answer = result(run(client, server, {"prompt": "Once upon a time", "raw": True, "temperature": 5,
-                                         "seed": 11, "max_tokens": 7}))
+    answer = result(
+        run(client, server, {"prompt": "Once upon a time", "raw": True, "temperature": 5, "seed": 11, "max_tokens": 7})
+    )
     assert answer["usage"]["completion_tokens"] == 7
 
 
@@ -86,12 +87,27 @@ def test_temperature_zero_is_greedy(client, server):
     assert result(run(client, server, body))["response"] == result(run(client, server, body))["response"]
 
 
-@pytest.mark.parametrize("edge", [
-    {"temperature": 0}, {"temperature": 5}, {"top_p": 0.001}, {"top_p": 1}, {"top_k": 1}, {"top_k": 50},
-    {"seed": 1}, {"seed": 9999999999}, {"repetition_penalty": 0}, {"repetition_penalty": 2},
-    {"frequency_penalty": -2}, {"frequency_penalty": 2}, {"presence_penalty": -2}, {"presence_penalty": 2},
-    {"max_tokens": 1}, {"max_tokens": 3.0},
-])
+@pytest.mark.parametrize(
+    "edge",
+    [
+        {"temperature": 0},
+        {"temperature": 5},
+        {"top_p": 0.001},
+        {"top_p": 1},
+        {"top_k": 1},
+        {"top_k": 50},
+        {"seed": 1},
+        {"seed": 9999999999},
+        {"repetition_penalty": 0},
+        {"repetition_penalty": 2},
+        {"frequency_penalty": -2},
+        {"frequency_penalty": 2},
+        {"presence_penalty": -2},
+        {"presence_penalty": 2},
+        {"max_tokens": 1},
+        {"max_tokens": 3.0},
+    ],
+)
 def test_every_legal_edge_value_reaches_the_engine(client, server, edge):
     answer = result(run(client, server, {"prompt": "Hello", "max_tokens": 3, **edge}))
     assert answer["usage"]["completion_tokens"] >= 1
@@ -128,32 +144,54 @@ PERSON = {
 
 
 def test_json_schema_mode_returns_an_object_that_satisfies_the_schema(client, server):
-    answer = result(run(client, server, {
-        "messages": [{"role": "user", "content": "Invent a person; answer in JSON."}],
-        "response_format": {"type": "json_schema", "json_schema": PERSON}, "max_tokens": 100, "seed": 2,
-    }))
+    answer = result(
+        run(
+            client,
+            server,
+            {
+                "messages": [{"role": "user", "content": "Invent a person; answer in JSON."}],
+                "response_format": {"type": "json_schema", "json_schema": PERSON},
+                "max_tokens": 100,
+                "seed": 2,
+            },
+        )
+    )
     assert isinstance(answer["response"], dict)
     jsonschema.validate(answer["response"], PERSON)
 
 
 def test_json_object_mode_returns_an_object(client, server):
-    answer = result(run(client, server, {
-        "prompt": "Describe Paris as JSON.", "response_format": {"type": "json_object"}, "max_tokens": 150,
-        "seed": 4,
-    }))
+    answer = result(
+        run(
+            client,
+            server,
+            {
+                "prompt": "Describe Paris as JSON.",
+                "response_format": {"type": "json_object"},
+                "max_tokens": 150,
+                "seed": 4,
+            },
+        )
+    )
     assert isinstance(answer["response"], dict)
 
 
 def test_json_mode_that_runs_out_of_tokens_is_a_clear_error(client, server):
-    response = run(client, server, {
-        "prompt": "Describe Paris.", "response_format": {"type": "json_schema", "json_schema": PERSON},
-        "max_tokens": 3,
-    })
+    response = run(
+        client,
+        server,
+        {
+            "prompt": "Describe Paris.",
+            "response_format": {"type": "json_schema", "json_schema": PERSON},
+            "max_tokens": 3,
+        },
+    )
     assert response.status_code == 400
     assert response.json()["errors"][0]["message"] == "AiError: JSON Mode couldn't be met"
 
 
 # Streaming ------------------------------------------------------------------------------------
+
 
 def stream(client, server, body):
     with client.stream("POST", server.run_url(), json={**body, "stream": True}) as response:
@@ -191,8 +229,16 @@ def test_streamed_text_joins_to_the_sync_text(client, server):
 
 
 def test_json_mode_streams(client, server):
-    parsed = json_events(stream(client, server, {
-        "prompt": "Invent a person.", "response_format": {"type": "json_schema", "json_schema": PERSON},
-        "max_tokens": 100, "seed": 2,
-    }))
+    parsed = json_events(
+        stream(
+            client,
+            server,
+            {
+                "prompt": "Invent a person.",
+                "response_format": {"type": "json_schema", "json_schema": PERSON},
+                "max_tokens": 100,
+                "seed": 2,
+            },
+        )
+    )
     jsonschema.validate(json.loads("".join(event["response"] for event in parsed[:-2])), PERSON)

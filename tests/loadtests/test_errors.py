@@ -29,9 +29,7 @@ STREAM_FAILURE = {
 
 
 def sse(*events) -> bytes:
-    return b"".join(
-        b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n\n" for e in events
-    )
+    return b"".join(b"data: " + (e if isinstance(e, bytes) else json.dumps(e).encode()) + b"\n\n" for e in events)
 
 
 GOOD = sse(

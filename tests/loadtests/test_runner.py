@@ -56,9 +56,7 @@ def test_bundled_chat_prompts_are_varied_and_well_formed():
     prompts = chat_prompts(64)
     assert len(prompts) >= 40 and len({p.id for p in prompts}) == len(prompts)
     assert all(p.messages[-1]["role"] == "user" and p.max_tokens == 64 for p in prompts)
-    assert any(len(p.messages) > 2 for p in prompts) and any(
-        p.messages[0]["role"] == "system" for p in prompts
-    )
+    assert any(len(p.messages) > 2 for p in prompts) and any(p.messages[0]["role"] == "system" for p in prompts)
 
 
 def test_synthetic_prompts_differ_from_the_first_word_and_have_the_asked_length():
@@ -85,9 +83,7 @@ def test_events_of_both_wire_formats():
     assert wai.parse('{"response":"Hi","p":"abc"}').text == "Hi"
     usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     assert wai.parse('{"response":"","usage":' + str(usage).replace("'", '"') + "}").usage == usage
-    failure = (
-        '{"response":"","result":{},"success":false,"errors":[{"code":3040,"message":"busy"}],"messages":[]}'
-    )
+    failure = '{"response":"","result":{},"success":false,"errors":[{"code":3040,"message":"busy"}],"messages":[]}'
     assert wai.parse(failure).error == ("3040", "busy")
     assert wai.parse("[DONE]").done and openai.parse("[DONE]").done
     role = openai.parse('{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}')

@@ -29,8 +29,6 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
 
 def test_a_name_served_twice_is_refused(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("models:\n"
-                      "  - {name: a, weights: {path: /x}}\n"
-                      "  - {name: b, aliases: [a], weights: {path: /y}}\n")
+    config.write_text("models:\n  - {name: a, weights: {path: /x}}\n  - {name: b, aliases: [a], weights: {path: /y}}\n")
     with pytest.raises(ValueError, match="served twice"):
         load_settings(config)

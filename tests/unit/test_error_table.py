@@ -20,8 +20,11 @@ def error_table() -> set[tuple[int, int]]:
             continue
         hints = inspect.get_annotations(factory, eval_str=True)
         assert hints.pop("return") is errors.WaiError, f"{name} makes something other than an error"
-        args = {param: PLACEHOLDERS[kind] for param, kind in hints.items()
-                if inspect.signature(factory).parameters[param].default is inspect.Parameter.empty}
+        args = {
+            param: PLACEHOLDERS[kind]
+            for param, kind in hints.items()
+            if inspect.signature(factory).parameters[param].default is inspect.Parameter.empty
+        }
         error = factory(**args)
         made.add((error.status, error.code))
     return made
@@ -39,6 +42,9 @@ def test_every_error_is_in_the_readme_table_and_nothing_else():
 
 def test_no_error_is_made_outside_the_table():
     server = Path(errors.__file__).parent
-    makers = [path.relative_to(server).as_posix() for path in server.rglob("*.py")
-              if "WaiError(" in path.read_text() and path.name != "errors.py"]
+    makers = [
+        path.relative_to(server).as_posix()
+        for path in server.rglob("*.py")
+        if "WaiError(" in path.read_text() and path.name != "errors.py"
+    ]
     assert makers == []

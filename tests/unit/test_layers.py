@@ -50,16 +50,22 @@ def test_serving_imports_nothing_above_it():
 def test_engine_imports_no_other_layer():
     graph = imports()
     for module in (m for m in graph if m.startswith("server.engine")):
-        wrong = {name for name in project_imports(graph, module)
-                 if name.startswith("server.") and not name.startswith(("server.engine", "server.config"))}
+        wrong = {
+            name
+            for name in project_imports(graph, module)
+            if name.startswith("server.") and not name.startswith(("server.engine", "server.config"))
+        }
         assert not wrong, f"{module} imports {wrong}"
 
 
 def test_protocols_do_not_reach_into_routes_or_records():
     graph = imports()
     for module in (m for m in graph if m.startswith("server.protocol")):
-        wrong = {name for name in project_imports(graph, module)
-                 if name.startswith(("server.api", "server.records", "server.app", "server.cli"))}
+        wrong = {
+            name
+            for name in project_imports(graph, module)
+            if name.startswith(("server.api", "server.records", "server.app", "server.cli"))
+        }
         assert not wrong, f"{module} imports {wrong}"
 
 
@@ -81,7 +87,8 @@ def test_no_cycle_between_packages():
     edges: dict[str, set[str]] = {}
     for module in graph:
         edges.setdefault(unit(module), set()).update(
-            unit(name) for name in project_imports(graph, module) if unit(name) != unit(module))
+            unit(name) for name in project_imports(graph, module) if unit(name) != unit(module)
+        )
 
     def reachable(start: str) -> set[str]:
         seen: set[str] = set()

@@ -9,8 +9,9 @@ from server.errors import WaiError
 from server.serving.lora import AdapterStore
 from server.serving.lora_checks import BaseModelShapes, read_base_model_shapes
 
-WITH_LORA = ModelConfig(name="@cf/test/with-lora", aliases=["with-lora-alias"], weights={"path": "/x"},
-                        lora={"enabled": True})
+WITH_LORA = ModelConfig(
+    name="@cf/test/with-lora", aliases=["with-lora-alias"], weights={"path": "/x"}, lora={"enabled": True}
+)
 WITHOUT_LORA = ModelConfig(name="@cf/test/without-lora", weights={"path": "/y"})
 SHAPES = BaseModelShapes(model_type="llama", linear_weights={"model.layers.0.self_attn.q_proj": (8, 8)})
 
@@ -61,9 +62,14 @@ def test_a_restart_clears_interrupted_uploads_and_keeps_finetunes(tmp_path):
 
 
 def test_base_shapes_come_from_the_checkpoint_headers(tmp_path):
-    save_file({"model.layers.0.mlp.down_proj.weight": np.zeros((4, 6), np.float32),
-               "model.embed_tokens.weight": np.zeros((10, 4), np.float32),
-               "model.norm.weight": np.zeros(4, np.float32)}, tmp_path / "model.safetensors")
+    save_file(
+        {
+            "model.layers.0.mlp.down_proj.weight": np.zeros((4, 6), np.float32),
+            "model.embed_tokens.weight": np.zeros((10, 4), np.float32),
+            "model.norm.weight": np.zeros(4, np.float32),
+        },
+        tmp_path / "model.safetensors",
+    )
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
     shapes = read_base_model_shapes(tmp_path)
     assert shapes == BaseModelShapes("llama", {"model.layers.0.mlp.down_proj": (4, 6)})

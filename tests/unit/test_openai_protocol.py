@@ -28,9 +28,7 @@ def chat(**fields):
 
 
 def rejected(request_type=openai.ChatCompletionRequest, **fields) -> errors.WaiError:
-    body = (
-        {"model": "m", "messages": USER, **fields} if request_type is openai.ChatCompletionRequest else fields
-    )
+    body = {"model": "m", "messages": USER, **fields} if request_type is openai.ChatCompletionRequest else fields
     with pytest.raises(errors.WaiError) as caught:
         openai.parse(request_type, body)
     assert caught.value.status == 400 and caught.value.code == 5006
@@ -67,9 +65,7 @@ def test_content_forms_become_plain_strings():
                 {
                     "role": "assistant",
                     "content": None,
-                    "tool_calls": [
-                        {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-                    ],
+                    "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
                 },
                 {"role": "tool", "content": "42", "tool_call_id": "1"},
             ]
@@ -144,10 +140,7 @@ def test_embeddings_input_forms():
     assert openai.embedding_request(single).texts == ("x",)
     assert rejected(openai.EmbeddingsRequest, model="m", input=[]).param == "input"
     assert rejected(openai.EmbeddingsRequest, model="m", input=["a", ""]).param == "input"
-    assert (
-        rejected(openai.EmbeddingsRequest, model="m", input="x", encoding_format="int8").param
-        == "encoding_format"
-    )
+    assert rejected(openai.EmbeddingsRequest, model="m", input="x", encoding_format="int8").param == "encoding_format"
 
 
 def test_base64_is_little_endian_float32():
@@ -166,8 +159,7 @@ def encode(deltas, include_usage=True, top_logprobs=None):
             part
             async for part in openai_events(
                 _deltas(deltas),
-                openai.ChatFormat(id="c", created=1, model="m", include_usage=include_usage,
-                                  top_logprobs=top_logprobs),
+                openai.ChatFormat(id="c", created=1, model="m", include_usage=include_usage, top_logprobs=top_logprobs),
             )
         ]
 
@@ -208,10 +200,7 @@ def test_error_mid_stream_is_an_openai_error_then_done():
         raise errors.engine_unavailable()
 
     async def collect():
-        return [
-            part
-            async for part in openai_events(failing(), openai.ChatFormat(id="c", created=1, model="m"))
-        ]
+        return [part async for part in openai_events(failing(), openai.ChatFormat(id="c", created=1, model="m"))]
 
     raw = b"".join(asyncio.run(collect())).decode()
     events = [e.removeprefix("data: ") for e in raw.split("\n\n") if e]

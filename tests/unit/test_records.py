@@ -15,8 +15,12 @@ from server.engine.types import TextDelta
 from server.records import RequestRecord
 from server.serving.requests import TextRequest
 
-PRICING = Pricing(usd_per_m_input_tokens=0.28, usd_per_m_output_tokens=0.83,
-                  neurons_per_m_input_tokens=25608, neurons_per_m_output_tokens=75147)
+PRICING = Pricing(
+    usd_per_m_input_tokens=0.28,
+    usd_per_m_output_tokens=0.83,
+    neurons_per_m_input_tokens=25608,
+    neurons_per_m_output_tokens=75147,
+)
 
 
 def model(name: str, pricing: Pricing | None = PRICING) -> ModelConfig:
@@ -30,8 +34,8 @@ def sample(name: str, **labels: str) -> float:
 def deltas(*completion_counts: int, prompt: int = 10, text: str = "x", queue: float | None = 0.5):
     async def generate():
         for count in completion_counts:
-            yield TextDelta(index=0, text=text, prompt_tokens=prompt, completion_tokens=count,
-                            queue_seconds=queue)
+            yield TextDelta(index=0, text=text, prompt_tokens=prompt, completion_tokens=count, queue_seconds=queue)
+
     return generate()
 
 
@@ -39,6 +43,7 @@ def run(record: RequestRecord, stream) -> None:
     async def consume():
         async for _ in record.watch(stream):
             pass
+
     asyncio.run(consume())
 
 
@@ -48,10 +53,8 @@ def test_tokens_and_cost_are_counted_once_per_token():
     run(record, deltas(1, 2, 4, 4))  # the last delta only finishes the choice
     assert sample("wai_prompt_tokens_total", model="unit/tokens", lora="none") == 10
     assert sample("wai_generation_tokens_total", model="unit/tokens", lora="none") == 4
-    assert sample("wai_workers_ai_cost_usd_total", model="unit/tokens") == pytest.approx(
-        (10 * 0.28 + 4 * 0.83) / 1e6)
-    assert sample("wai_workers_ai_neurons_total", model="unit/tokens") == pytest.approx(
-        (10 * 25608 + 4 * 75147) / 1e6)
+    assert sample("wai_workers_ai_cost_usd_total", model="unit/tokens") == pytest.approx((10 * 0.28 + 4 * 0.83) / 1e6)
+    assert sample("wai_workers_ai_neurons_total", model="unit/tokens") == pytest.approx((10 * 25608 + 4 * 75147) / 1e6)
     assert sample("wai_requests_in_flight", model="unit/tokens") == 1
     record.finish(200, answered=True)
     assert sample("wai_requests_in_flight", model="unit/tokens") == 0
@@ -83,8 +86,10 @@ def test_an_error_mid_stream_is_the_outcome():
     with pytest.raises(errors.WaiError):
         run(record, failing())
     record.finish(200, answered=True)
-    assert sample("wai_requests_total", model="unit/error", lora="none", protocol="workers_ai",
-                  status="200", code="3040") == 1
+    assert (
+        sample("wai_requests_total", model="unit/error", lora="none", protocol="workers_ai", status="200", code="3040")
+        == 1
+    )
 
 
 def test_inter_token_latency_is_the_mean_gap_per_request():
@@ -147,5 +152,6 @@ def test_a_request_counts_under_one_model_and_its_adapter():
     assert sample("wai_requests_in_flight", model="unit/other") == 0
     record.finish(200, answered=True)
     assert sample("wai_requests_in_flight", model="unit/base") == 0
-    assert sample("wai_requests_total", model="unit/base", lora="meow", protocol="openai", status="200",
-                  code="none") == 1
+    assert (
+        sample("wai_requests_total", model="unit/base", lora="meow", protocol="openai", status="200", code="none") == 1
+    )

@@ -48,15 +48,19 @@ def test_run_endpoint_field_reaches_the_engine(name):
 def test_openai_field_reaches_the_engine(name):
     value = ordinary_value(OPENAI_SAMPLING_FIELDS.get(name) or OPENAI_SAMPLING_FIELDS["max_tokens"])
     extra = {"logprobs": True} if name == "top_logprobs" else {}
-    chat = openai.parse(openai.ChatCompletionRequest,
-                        {"model": "m", "messages": [{"role": "user", "content": "x"}], name: value, **extra})
+    chat = openai.parse(
+        openai.ChatCompletionRequest,
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], name: value, **extra},
+    )
     params = engine_params(openai.text_request(chat))
     assert getattr(params, OPENAI_NAMES.get(name, name)) == pytest.approx(value)
 
 
 def test_openai_stop_and_logprobs_switch_reach_the_engine():
-    chat = openai.parse(openai.ChatCompletionRequest,
-                        {"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": "END", "logprobs": True})
+    chat = openai.parse(
+        openai.ChatCompletionRequest,
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": "END", "logprobs": True},
+    )
     params = engine_params(openai.text_request(chat))
     assert (params.stop, params.logprobs) == (["END"], 0)
     completion = openai.parse(openai.CompletionRequest, {"model": "m", "prompt": "x", "logprobs": 2, "stop": ["a"]})

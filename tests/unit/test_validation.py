@@ -19,7 +19,8 @@ def test_nested_pointer_paths():
 
 def test_two_missing_properties_are_listed():
     assert validate({}, {"type": "object", "required": ["role", "content"]}) == [
-        "required properties at '/' are 'role', 'content'"]
+        "required properties at '/' are 'role', 'content'"
+    ]
 
 
 def test_unknown_fields_are_ignored():
@@ -36,8 +37,16 @@ def test_both_tool_shapes_are_accepted():
 
 
 def test_parsed_request_carries_every_field():
-    request = parse_run_input({"messages": [{"role": "user", "content": "x"}], "seed": 5.0, "top_k": 3,
-                               "raw": True, "stream": True, "response_format": {"type": "json_object"}})
+    request = parse_run_input(
+        {
+            "messages": [{"role": "user", "content": "x"}],
+            "seed": 5.0,
+            "top_k": 3,
+            "raw": True,
+            "stream": True,
+            "response_format": {"type": "json_object"},
+        }
+    )
     assert request.sampling == {"seed": 5, "top_k": 3} and isinstance(request.sampling["seed"], int)
     assert request.raw and request.stream
     assert request.output.type == "json_object"
