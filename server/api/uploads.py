@@ -7,12 +7,15 @@ limit, so an oversized upload costs neither memory nor a full read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from fastapi import Request
-from python_multipart.multipart import MultipartCallbacks, MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from server import errors
+
+if TYPE_CHECKING:  # python-multipart declares its callbacks' type for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 FILE_FIELD = "file"
 MAX_TEXT_FIELD = 4096  # file_name and any other small field
