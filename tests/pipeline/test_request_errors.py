@@ -1,0 +1,59 @@
+"""Requests refused before the engine runs them: the context window, unknown models, bad conversations."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fakes import CONTEXT_WINDOW, EMBEDDING_MODEL, TEXT_MODEL
+from tests.pipeline.conftest import (
+    EMBEDDINGS,
+    TEXT_PROTOCOLS,
+    ask,
+    chat,
+    error_message,
+    openai_error,
+    run,
+    workers_ai_error,
+)
+
+
+def test_a_prompt_over_the_context_window_is_413_5021(client, engine):
+    # 55 words between the template's two role tokens: 57 prompt tokens + 8 default max_tokens.
+    response = run(client, {"prompt": " ".join(["word"] * 55)})
+    assert workers_ai_error(response, 413, 5021) == (
+        f"AiError: The estimated number of input and maximum output tokens (65) exceeded this model context "
+        f"window limit ({CONTEXT_WINDOW})"
+    )
+    assert engine.requests == []
+    # One word less fits exactly: 56 + 8 = 64.
+    assert run(client, {"prompt": " ".join(["word"] * 54)}).status_code == 200
+
+
+@pytest.mark.parametrize("protocol", TEXT_PROTOCOLS)
+def test_max_tokens_over_the_context_window_is_413_5021(client, engine, protocol):
+    response = ask(client, protocol, {"max_tokens": CONTEXT_WINDOW})
+    message = error_message(response, protocol, 413, 5021)
+    assert f"limit ({CONTEXT_WINDOW})" in message
+    if protocol != "run":
+        assert response.json()["error"]["param"] == "max_tokens"
+    assert engine.requests == []
+
+
+@pytest.mark.parametrize("protocol", TEXT_PROTOCOLS)
+def test_an_unknown_model_is_400_5007(client, engine, protocol):
+    response = ask(client, protocol, model="@cf/test/nope")
+    assert error_message(response, protocol, 400, 5007) == "No such model @cf/test/nope or task"
+    assert engine.requests == []
+
+
+def test_a_model_of_another_task_is_400_5007(client, engine, embedder):
+    assert openai_error(chat(client, model=EMBEDDING_MODEL), 400, 5007)["param"] == "model"
+    response = client.post(EMBEDDINGS, json={"model": TEXT_MODEL, "input": "hello"})
+    assert openai_error(response, 400, 5007)["message"] == f"No such model {TEXT_MODEL} or task"
+    assert engine.requests == [] and embedder.requests == []
+
+
+def test_a_conversation_the_template_rejects_is_400_5006(client, engine):
+    message = workers_ai_error(run(client, {"messages": []}), 400, 5006)
+    assert message.startswith("AiError: Bad input: Error: the chat template rejected the messages:")
+    assert engine.requests == []
