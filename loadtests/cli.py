@@ -4,6 +4,10 @@ One target:  wai loadtest --url http://127.0.0.1:8000 --protocol workers-ai \
                  --model @cf/meta/llama-3-8b-instruct --concurrency 1,4,16 --out results
 Comparison:  repeat --url (and --protocol, --model, --api-key, --label where they differ); the first
              target is the base of every ratio.
+Soak:        wai loadtest --soak --url http://127.0.0.1:8000 --pid <server pid> --concurrency 4 \
+                 --duration 1800 --cancel-rate 0.2 --output-tokens 32
+             (verdicts on errors, the engine's queues after the load and the server's memory growth;
+             exits 1 when one fails)
 """
 
 from __future__ import annotations
@@ -16,6 +20,16 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a share from 0 to below 1, got {text!r}")
+    return value
 
 
 def _numbers(text: str) -> list[float]:
@@ -77,6 +91,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="interleaved rounds per level when comparing (default: waves of 2x concurrency)",
     )
     load.add_argument("--timeout", type=float, default=600.0, help="seconds before a request is abandoned")
+    load.add_argument(
+        "--cancel-rate",
+        type=_share,
+        default=0.0,
+        help="share of requests whose client drops the connection after a random number of output events "
+        "(0 to max tokens - 1, drawn with --seed); reported as cancelled, not as errors (default 0)",
+    )
 
     prompts = parser.add_argument_group("prompts")
     prompts.add_argument(
@@ -105,6 +126,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     report.add_argument("--slo", help="goodput bounds in ms, e.g. ttft=500,tpot=50")
     report.add_argument("--out", type=Path, help="report folder (default loadtest-results/<time>)")
     report.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    soak = parser.add_argument_group(
+        "soak (--soak: one target, one --concurrency, for --duration; verdicts in the report, exit 1 on a failure)"
+    )
+    soak.add_argument(
+        "--soak",
+        action="store_true",
+        help="soak mode: pass only when no request failed (cancellations aside), the engine's running and "
+        "waiting counts are back to 0 after the load, and the server's memory grew less than --max-rss-growth "
+        "after --rss-warmup",
+    )
+    soak.add_argument("--pid", type=int, help="the server's process id: its resident memory, children included")
+    soak.add_argument(
+        "--serve",
+        metavar="CMD",
+        help="start the server with CMD instead ({port} in CMD and --url: a free loopback port), "
+        "wait for its /readyz, stop it with SIGTERM after",
+    )
+    soak.add_argument("--serve-timeout", type=float, default=900.0, help="seconds for --serve to become ready")
+    soak.add_argument(
+        "--rss-warmup",
+        type=float,
+        help="seconds of load before the memory baseline is sampled (default: a fifth of --duration, at most 300)",
+    )
+    soak.add_argument(
+        "--max-rss-growth",
+        type=float,
+        default=10.0,
+        help="percent the memory may grow from the baseline to the end of the load (default 10)",
+    )
+    soak.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        help="seconds for the engine's running and waiting counts to reach 0 after the load (default 60)",
+    )
+    soak.add_argument("--metrics-url", help="the target's Prometheus metrics (default: <root of --url>/metrics)")
+    soak.add_argument("--metrics-key", help="bearer key for the metrics, when they need one")
 
 
 def targets_from(args: argparse.Namespace):
@@ -151,6 +210,7 @@ def plan_from(args: argparse.Namespace):
         max_concurrency=args.max_concurrency,
         timeout_s=args.timeout,
         seed=args.seed,
+        cancel_rate=args.cancel_rate,
     )
 
 
@@ -169,18 +229,20 @@ def options_record(args: argparse.Namespace) -> dict[str, Any]:
     record = {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in vars(args).items()
-        if k not in ("api_key", "run", "command")
+        if k not in ("api_key", "metrics_key", "run", "command")
     }
-    argv = sys.argv[1:]
-    record["argv"] = _redact(argv) if args.api_key else argv
+    record["argv"] = _redact(sys.argv[1:])
     return record
+
+
+SECRETS = ("--api-key", "--metrics-key")
 
 
 def _redact(argv: list[str]) -> list[str]:
     out, hide = [], False
     for a in argv:
-        out.append("***" if hide else (a.split("=", 1)[0] + "=***" if a.startswith("--api-key=") else a))
-        hide = a == "--api-key"
+        out.append("***" if hide else (a.split("=", 1)[0] + "=***" if a.startswith(SECRETS) and "=" in a else a))
+        hide = a in SECRETS
     return out
 
 
@@ -192,6 +254,13 @@ def run(args: argparse.Namespace) -> int:
     from loadtests.stats import SLO
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    if args.soak:
+        from loadtests import soak
+
+        if problems := soak.problems(args):
+            print("\n".join(f"wai loadtest: {p}" for p in problems), file=sys.stderr)
+            return 2
+        soak.substitute_port(args)
     try:
         targets = targets_from(args)
         plan = plan_from(args)
@@ -207,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
         )
     sampling = Sampling(temperature=args.temperature, seed=None, ignore_eos=args.ignore_eos)
     out = args.out or Path("loadtest-results") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if args.soak:
+        return soak.run(args, targets, plan, prompt_set, sampling, slo, out, options_record(args))
 
     with Progress(targets, plan, enabled=not args.no_progress) as progress:
         results = asyncio.run(

@@ -21,6 +21,8 @@ class RequestRecord:
     prompt_id: str
     start: float
     ok: bool = False
+    cancelled: bool = False  # the client dropped the connection on purpose (--cancel-rate): not an error
+    cancel_after: int | None = None  # the output events after which it was to drop it (None: never)
     status: int = 0
     error_code: str | None = None
     error: str | None = None
@@ -55,13 +57,19 @@ async def send(
     sampling: Sampling,
     level: float,
     run_start: float,
+    cancel_after: int | None = None,
 ) -> RequestRecord:
     """Send one streamed chat request and record when each piece of it arrived. Never raises on
-    a failed request: a refused connection, an error status or an error event is recorded."""
+    a failed request: a refused connection, an error status or an error event is recorded.
+
+    With `cancel_after` N the client drops the connection once N output events have arrived (0:
+    right after a 200's headers), as a user who closes the tab; the request is recorded as cancelled,
+    not failed. An error before that point is still an error, and a stream that ends before it
+    (a reply shorter than N tokens) is an ordinary completed request."""
     protocol = PROTOCOLS[target.protocol]
     headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
     started = time.perf_counter()
-    record = RequestRecord(target.label, level, prompt.id, started - run_start)
+    record = RequestRecord(target.label, level, prompt.id, started - run_start, cancel_after=cancel_after)
     text_events = 0
     done = False
     try:
@@ -80,6 +88,8 @@ async def send(
                     message,
                     started,
                 )
+            if cancel_after == 0:
+                return _cancelled(record, started)
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue  # blank separators, comments, `event:` lines
@@ -94,6 +104,10 @@ async def send(
                         record.itl.append(now - record.last_token)
                     record.last_token = now
                     text_events += 1
+                    if text_events == cancel_after:
+                        # Leaving the `async with` unread closes the connection: the server sees the
+                        # client go, as when a browser tab is closed mid-answer.
+                        return _cancelled(record, started)
                 if event.usage:
                     record.prompt_tokens = event.usage.get("prompt_tokens")
                     record.output_tokens = event.usage.get("completion_tokens")
@@ -114,6 +128,12 @@ async def send(
         record.output_tokens, record.usage_missing = text_events, True
     record.e2e = time.perf_counter() - started
     record.ok = True
+    return record
+
+
+def _cancelled(record: RequestRecord, started: float) -> RequestRecord:
+    record.cancelled = True
+    record.e2e = time.perf_counter() - started
     return record
 
 

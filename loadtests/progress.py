@@ -47,7 +47,7 @@ class Progress:
     def record(self, record: RequestRecord) -> None:
         if self.task is None:
             return
-        failed = self.bar.tasks[-1].fields["failed"] + (0 if record.ok else 1)
+        failed = self.bar.tasks[-1].fields["failed"] + (0 if record.ok or record.cancelled else 1)
         self.bar.update(self.task, advance=1, failed=failed)
 
     @staticmethod
@@ -57,6 +57,7 @@ class Progress:
             report["level_name"],
             "target",
             "ok",
+            "cancelled",
             "failed",
             "out tok/s",
             "req/s",
@@ -75,6 +76,7 @@ class Progress:
                     f"{level['level']:g}",
                     label,
                     str(s["completed"]),
+                    str(s["cancelled"]),
                     str(s["failed"]),
                     _f(s["output_throughput"]),
                     _f(s["request_throughput"], 2),

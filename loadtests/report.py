@@ -121,6 +121,8 @@ def markdown(report: dict[str, Any]) -> str:
         *(f"- **{t['label']}**: {t['protocol']} at {t['url']}, model `{t['model']}`" for t in report["targets"]),
         "",
     ]
+    if report.get("soak"):
+        lines += _soak(report["soak"])
     if report["slo"]:
         lines += [f"Goodput SLO (ms): {report['slo']}", ""]
     header = [
@@ -128,6 +130,7 @@ def markdown(report: dict[str, Any]) -> str:
         "target",
         "ok",
         "failed",
+        "cancelled",
         "req/s",
         "out tok/s",
         "goodput",
@@ -150,6 +153,7 @@ def markdown(report: dict[str, Any]) -> str:
                     label,
                     str(s["completed"]),
                     str(s["failed"]),
+                    str(s.get("cancelled", 0)),
                     _fmt(s["request_throughput"], 2),
                     _fmt(s["output_throughput"]),
                     _fmt(s.get("goodput"), 2),
@@ -232,12 +236,45 @@ def markdown(report: dict[str, Any]) -> str:
         lines += _table([name, "target", "code", "requests"], [[_level(lv), t, c, str(n)] for lv, t, c, n in errors])
         samples: dict[str, str] = {}
         for r in report["requests"]:
-            if not r["ok"]:
+            if not r["ok"] and not r.get("cancelled"):
                 samples.setdefault(r["error_code"], r["error"])
         lines += [f"- `{code}`: {message}" for code, message in samples.items()] + [""]
     else:
         lines += ["None.", ""]
     return "\n".join(lines)
+
+
+def _soak(soak: dict[str, Any]) -> list[str]:
+    """The verdicts of a soak (`--soak`), and the figures behind them."""
+    requests, drain, memory = soak["requests"], soak["drain"], soak["memory"]
+    baseline, end = memory["baseline"] or {}, memory["end"] or {}
+    rows = [[v["name"], "pass" if v["passed"] else "**FAIL**", v["detail"]] for v in soak["verdicts"]]
+    figures = [
+        ["load", f"{soak['load_s']:,.0f} s, cancel rate {soak['cancel_rate']:g}"],
+        [
+            "requests",
+            f"{requests['requests']} sent: {requests['completed']} completed, {requests['cancelled']} cancelled, "
+            f"{requests['failed']} failed",
+        ],
+        [
+            "engine after the load",
+            f"running {_fmt(drain['running'], 0)}, waiting {_fmt(drain['waiting'], 0)} "
+            f"after {drain['waited_s']:.1f} s (limit {drain['timeout_s']:g} s)",
+        ],
+        [
+            "server RSS (process tree)",
+            f"{_fmt(baseline.get('rss_mib'))} MiB at {_fmt(baseline.get('t_s'), 0)} s, "
+            f"{_fmt(end.get('rss_mib'))} MiB at {_fmt(end.get('t_s'), 0)} s: "
+            f"{_fmt(memory['growth_pct'], 2)} % (limit {memory['max_growth_pct']:g} %); peak after warm-up "
+            f"{_fmt(memory['peak_mib'])} MiB, {_fmt(end.get('processes'))} processes",
+        ],
+    ]
+    return [
+        f"## Soak: {'PASSED' if soak['passed'] else 'FAILED'}",
+        "",
+        *_table(["verdict", "result", "detail"], rows),
+        *_table(["what", "measured"], figures),
+    ]
 
 
 # ---------------------------------------------------------------- plots
@@ -269,7 +306,8 @@ def plots(report: dict[str, Any], out: Path) -> list[Path]:
             ax.set_xlabel(f"{LATENCY_NAMES[metric]} (ms)")
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("fraction of requests" if metric != "itl" else "fraction of tokens")
-        axes[0][0].legend(fontsize="small")
+        if axes[0][0].get_legend_handles_labels()[0]:  # no line when no request completed
+            axes[0][0].legend(fontsize="small")
         fig.tight_layout()
         files.append(_save(fig, out / f"cdf_{metric}.png"))
 

@@ -38,6 +38,7 @@ class LoadPlan:
     max_concurrency: int | None = None  # open loop: cap on requests in flight
     timeout_s: float = 600.0
     seed: int = 0
+    cancel_rate: float = 0.0  # share of measured requests whose client drops the connection mid-stream
 
     def requests_at(self, level: float) -> int | None:
         """Requests per target at a level; None when the level runs for a duration."""
@@ -57,6 +58,30 @@ class LoadPlan:
         # state), never under one wave, and at least two rounds so that every target goes first once.
         wave = int(level) if self.mode == "closed" else 1
         return max(1, min(8, requests // wave, max(2, requests // (2 * wave))))
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """Which requests of one round the client drops mid-stream, and after how many output events.
+
+    Each request's fate is drawn from its own generator, seeded by the run's seed, the round's key
+    and the request's index: the same run cancels the same requests at the same points, every target
+    of a comparison alike, however the requests interleave in time.
+    """
+
+    rate: float
+    seed: int = 0
+    key: str = ""  # the level and the round
+
+    def after(self, index: int, max_events: int) -> int | None:
+        """None to let request `index` finish; else drop it after that many output events, drawn
+        uniformly from 0 (right after the response headers) to `max_events` - 1 (before its last)."""
+        if self.rate <= 0:
+            return None
+        rng = random.Random(f"{self.seed}:cancel:{self.key}:{index}")
+        if rng.random() >= self.rate:
+            return None
+        return rng.randrange(max(1, max_events))
 
 
 @dataclass
@@ -107,6 +132,7 @@ async def _run_level(targets, clients, prompts, sampling, plan, level, run_start
     for r in range(rounds):
         work = _round_slice(plan, level, prompts, arrivals, r, rounds)
         order = targets[r % len(targets) :] + targets[: r % len(targets)]
+        cancel = Cancellation(plan.cancel_rate, plan.seed, f"{level:g}:{r}") if plan.cancel_rate > 0 else None
         for target in order:
             began = time.perf_counter()
             if plan.mode == "closed":
@@ -119,6 +145,7 @@ async def _run_level(targets, clients, prompts, sampling, plan, level, run_start
                     work.duration_s,
                     run_start,
                     on_record,
+                    cancel,
                 )
             else:
                 records = await open_loop(
@@ -131,6 +158,7 @@ async def _run_level(targets, clients, prompts, sampling, plan, level, run_start
                     plan.max_concurrency,
                     run_start,
                     on_record,
+                    cancel,
                 )
             result.busy_s[target.label] += time.perf_counter() - began
             result.records[target.label].extend(records)
@@ -190,9 +218,11 @@ async def closed_loop(
     duration_s: float | None,
     run_start: float,
     on_record: OnRecord | None,
+    cancel: Cancellation | None = None,
 ) -> list[RequestRecord]:
     """`concurrency` workers, each sending its next request as soon as its last one finished.
-    Stops after every prompt was sent once, or (given a duration) when the time is up."""
+    Stops after every prompt was sent once, or (given a duration) when the time is up.
+    A cancelled request frees its worker at once, as a user who leaves sends the next question."""
     records: list[RequestRecord] = []
     deadline = time.perf_counter() + duration_s if duration_s is not None else None
     next_index = 0
@@ -204,9 +234,11 @@ async def closed_loop(
                 return
             if deadline is not None and time.perf_counter() >= deadline:
                 return
-            prompt = prompts[next_index % len(prompts)]
+            index = next_index
+            prompt = prompts[index % len(prompts)]
             next_index += 1
-            record = await send(client, target, prompt, sampling, concurrency, run_start)
+            cancel_after = cancel.after(index, prompt.max_tokens) if cancel else None
+            record = await send(client, target, prompt, sampling, concurrency, run_start, cancel_after)
             records.append(record)
             if on_record:
                 on_record(record)
@@ -225,20 +257,23 @@ async def open_loop(
     max_concurrency: int | None,
     run_start: float,
     on_record: OnRecord | None,
+    cancel: Cancellation | None = None,
 ) -> list[RequestRecord]:
     """Send each prompt at its arrival time whether or not earlier requests have finished."""
     cap = asyncio.Semaphore(max_concurrency) if max_concurrency else None
     began = time.perf_counter()
 
-    async def one(prompt: Prompt, at: float) -> RequestRecord:
+    async def one(index: int, prompt: Prompt, at: float) -> RequestRecord:
         await asyncio.sleep(max(0.0, at - (time.perf_counter() - began)))
+        cancel_after = cancel.after(index, prompt.max_tokens) if cancel else None
         if cap is None:
-            record = await send(client, target, prompt, sampling, rate, run_start)
+            record = await send(client, target, prompt, sampling, rate, run_start, cancel_after)
         else:
             async with cap:
-                record = await send(client, target, prompt, sampling, rate, run_start)
+                record = await send(client, target, prompt, sampling, rate, run_start, cancel_after)
         if on_record:
             on_record(record)
         return record
 
-    return list(await asyncio.gather(*(one(p, at) for p, at in zip(prompts, arrivals, strict=True))))
+    sends = (one(i, p, at) for i, (p, at) in enumerate(zip(prompts, arrivals, strict=True)))
+    return list(await asyncio.gather(*sends))

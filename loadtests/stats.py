@@ -7,7 +7,9 @@ Definitions (the same as `vllm bench serve`, so that the two tools can be compar
 - time per output token (TPOT): (last output event - first) / (output tokens - 1), per request;
 - end-to-end (E2E): request sent -> end of the stream;
 - throughput: completed requests, or output tokens from `usage`, per second of wall time;
-- goodput: completed requests per second that met every bound of the SLO.
+- goodput: completed requests per second that met every bound of the SLO;
+- cancelled: requests the client dropped on purpose (`--cancel-rate`); neither completed nor failed,
+  and left out of every latency, token count and throughput.
 Latencies are reported in milliseconds; percentiles interpolate linearly (numpy's default).
 """
 
@@ -89,10 +91,12 @@ def summarize(records: Sequence[RequestRecord], duration_s: float, slo: SLO | No
     output_tokens = sum(r.output_tokens or 0 for r in ok)
     prompt_tokens = sum(r.prompt_tokens or 0 for r in ok)
     per_second = (lambda n: n / duration_s) if duration_s > 0 else (lambda n: 0.0)
+    cancelled = sum(1 for r in records if r.cancelled)
     summary: dict[str, Any] = {
         "requests": len(records),
         "completed": len(ok),
-        "failed": len(records) - len(ok),
+        "cancelled": cancelled,
+        "failed": len(records) - len(ok) - cancelled,
         "duration_s": duration_s,
         "prompt_tokens": prompt_tokens,
         "output_tokens": output_tokens,
@@ -107,5 +111,5 @@ def summarize(records: Sequence[RequestRecord], duration_s: float, slo: SLO | No
         summary["goodput"] = per_second(good)
     for metric in LATENCIES:
         summary[f"{metric}_ms"] = distribution(latencies(records, metric))
-    summary["errors"] = dict(sorted(Counter(r.error_code for r in records if not r.ok).items()))
+    summary["errors"] = dict(sorted(Counter(r.error_code for r in records if not r.ok and not r.cancelled).items()))
     return summary
