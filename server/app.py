@@ -12,10 +12,12 @@ from fastapi import FastAPI
 
 from server import metrics
 from server.api import errors as api_errors
-from server.api import finetunes, openai, ops, playground, workers_ai
+from server.api import finetunes, openai, openapi, ops, playground, workers_ai
 from server.api.recording import RecordRequests
+from server.auth import KeyRing
 from server.config import ModelConfig, Settings
 from server.engine.types import EmbeddingEngine, Engines, TextEngine
+from server.lifecycle import Lifecycle
 from server.prepare import resolve_checkpoint
 from server.serving.embeddings import EmbeddingService
 from server.serving.lora import AdapterStore
@@ -77,22 +79,34 @@ def read_chat_template(model: ModelConfig, config_dir: Path) -> str | None:
     return (config_dir / model.chat_template).read_text()
 
 
-async def start_engines(registry: ModelRegistry) -> None:
+async def run_engines(registry: ModelRegistry, lifecycle: Lifecycle, every_s: float = 1.0) -> None:
+    """Start the engines, then watch them: once one that started is no longer ready, it died, and the
+    server ends the requests in flight and exits non-zero. One that fails to start is logged and
+    reported by /readyz."""
+    started = []
     # One after another: engines loading at once would compete for the same cores and memory.
     for service in registry.services:
-        with contextlib.suppress(Exception):  # a failed engine is logged and reported by /readyz
+        with contextlib.suppress(Exception):
             await service.engine.start()
+            started.append(service)
+    while True:
+        for service in started:
+            if not service.engine.is_ready():
+                await lifecycle.engine_died(service.model.name)
+                return
+        await asyncio.sleep(every_s)
 
 
 def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     registry = build_registry(settings, engines or VllmEngines())
+    lifecycle = Lifecycle(settings.limits.drain_timeout_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Serve /healthz and /readyz (503) while the engines load in the background.
-        startup = asyncio.create_task(start_engines(registry))
+        engines = asyncio.create_task(run_engines(registry, lifecycle))
         yield
-        startup.cancel()
+        engines.cancel()
         for service in registry.services:
             await service.engine.stop()
 
@@ -100,12 +114,20 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     app.state.adapters = registry.adapters
+    app.state.lifecycle = lifecycle
+    app.state.keys = KeyRing(settings)
     api_errors.install(app)
-    app.add_middleware(RecordRequests, log_prompts=settings.log_prompts)
+    app.add_middleware(
+        RecordRequests,
+        lifecycle=lifecycle,
+        request_timeout_s=settings.limits.request_timeout_s,
+        log_prompts=settings.log_prompts,
+    )
     app.include_router(ops.router)
     app.include_router(workers_ai.router)
     app.include_router(openai.router)
     app.include_router(finetunes.router)
     app.include_router(playground.router)
     playground.mount_assets(app)
+    openapi.install(app)  # /openapi.json: valid, with every request body (server/api/openapi.py)
     return app

@@ -1,14 +1,25 @@
-"""Bearer-key authentication, and the rule that an open server only listens on loopback."""
+"""Bearer-key authentication, per-key limits, and the rule that an open server only listens on loopback.
+
+Keys are compared as sha256 digests, against every configured key in constant time, so timing
+reveals neither a key nor its position, and a config may hold digests instead of keys. A key from
+`keys:` may carry a scope (models, finetunes), a rate (requests per minute, a token bucket that
+refills steadily) and a bound on its requests in flight; past either, 429 / 3040 with `Retry-After`.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from server import errors
-from server.config import LOOPBACK_HOSTS
+from server.config import LOOPBACK_HOSTS, KeyConfig, Scope, Settings
 
 log = logging.getLogger("wai.auth")
 
@@ -17,9 +28,9 @@ class UnsafeBind(Exception):
     """Refusing to serve without keys on a non-loopback address."""
 
 
-def check_bind(host: str, api_keys: list[str], insecure: bool) -> None:
+def check_bind(host: str, has_keys: bool, insecure: bool) -> None:
     """Without keys, only loopback is safe; anything else needs keys or an explicit --insecure."""
-    if api_keys:
+    if has_keys:
         return
     if host in LOOPBACK_HOSTS:
         log.warning("no API keys configured: serving without authentication on loopback (%s) only", host)
@@ -32,12 +43,68 @@ def check_bind(host: str, api_keys: list[str], insecure: bool) -> None:
     log.warning("no API keys configured and --insecure given: anyone who reaches %s can use this server", host)
 
 
-def key_matches(presented: str, api_keys: list[str]) -> bool:
-    # Compare against every key, in constant time, so timing reveals neither the key nor its position.
-    matched = False
-    for key in api_keys:
-        matched |= hmac.compare_digest(presented.encode(), key.encode())
-    return matched
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+@dataclass
+class KeyUse:
+    """One key's limits and what it has used of them."""
+
+    config: KeyConfig | None  # None: a plain key from `api_keys`, unlimited, every scope
+    tokens: float = 0.0  # the rate's bucket
+    refilled: float = field(default_factory=time.monotonic)
+    in_flight: int = 0
+
+    def may(self, scope: Scope) -> bool:
+        return self.config is None or scope in self.config.scopes
+
+    def take(self) -> None:
+        """Count one more request: 429 / 3040 past the key's rate or its requests in flight."""
+        if self.config is None:
+            return
+        rate, most = self.config.requests_per_minute, self.config.max_concurrent
+        if rate is not None:
+            now = time.monotonic()
+            self.tokens = min(rate, self.tokens + (now - self.refilled) * rate / 60)
+            self.refilled = now
+            if self.tokens < 1:
+                raise errors.key_limited(retry_after_s=math.ceil((1 - self.tokens) * 60 / rate))
+        if most is not None and self.in_flight >= most:
+            raise errors.key_limited(retry_after_s=1)
+        if rate is not None:
+            self.tokens -= 1
+        self.in_flight += 1
+
+    def give_back(self) -> None:
+        if self.config is not None:
+            self.in_flight -= 1
+
+
+class KeyRing:
+    """Every configured key, by digest."""
+
+    def __init__(self, settings: Settings):
+        self.keys: list[tuple[bytes, KeyUse]] = [(digest(key), KeyUse(None)) for key in settings.api_keys]
+        for config in settings.keys:
+            key_digest = digest(config.key) if config.key is not None else bytes.fromhex(config.sha256 or "")
+            self.keys.append((key_digest, KeyUse(config, tokens=config.requests_per_minute or 0)))
+        metrics = settings.metrics
+        self.metrics_key = digest(metrics.api_key) if metrics.api_key is not None else None
+        if metrics.api_key_sha256 is not None:
+            self.metrics_key = bytes.fromhex(metrics.api_key_sha256)
+
+    def find(self, presented: str) -> KeyUse | None:
+        presented_digest, found = digest(presented), None
+        for key_digest, use in self.keys:  # every one, whatever matched: constant time
+            if hmac.compare_digest(presented_digest, key_digest):
+                found = use
+        return found
+
+    def opens_metrics(self, presented: str | None) -> bool:
+        if self.metrics_key is None:
+            return True
+        return presented is not None and hmac.compare_digest(digest(presented), self.metrics_key)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -45,11 +112,23 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def require_api_key(request: Request) -> None:
-    """FastAPI dependency: 401 / 10000 unless the request carries a configured key (or none are set)."""
-    api_keys: list[str] = request.app.state.settings.api_keys
-    if not api_keys:
-        return
-    token = bearer_token(request)
-    if token is None or not key_matches(token, api_keys):
-        raise errors.authentication_error()
+def require_key(scope: Scope) -> Callable[[Request], Awaitable[None]]:
+    """A FastAPI dependency: 401 / 10000 unless the request carries a key for `scope` (or no keys are
+    set), 429 / 3040 past that key's limits. Its place is given back when the request ends."""
+
+    async def dependency(request: Request) -> None:
+        ring: KeyRing = request.app.state.keys
+        if not ring.keys:
+            return
+        token = bearer_token(request)
+        use = ring.find(token) if token is not None else None
+        if use is None or not use.may(scope):
+            raise errors.authentication_error()
+        use.take()
+        request.state.key_use = use  # api/recording.py gives it back after the last byte
+
+    return dependency
+
+
+require_api_key = require_key("models")
+require_finetunes_key = require_key("finetunes")

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
+from types import FrameType
+
+import uvicorn
 
 from server.config import Settings, load_settings
+from server.lifecycle import Lifecycle
 from server.records import log_one_json_object_per_line
 
 log = logging.getLogger("wai")
@@ -53,8 +58,6 @@ def _load(args: argparse.Namespace, **overrides) -> Settings | None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from server.auth import UnsafeBind, check_bind
     from server.prepare import PrepareError
     from server.serving.lora_checks import BaseModelUnreadable
@@ -63,17 +66,52 @@ def run_serve(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     try:
-        check_bind(settings.host, settings.api_keys, args.insecure)
+        check_bind(settings.host, settings.has_keys, args.insecure)
         from server.app import create_app
 
         app = create_app(settings)
     except (UnsafeBind, PrepareError, BaseModelUnreadable) as exc:
         print(f"wai: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10, access_log=False
+    # Requests are drained before uvicorn shuts down (server/lifecycle.py); what is left then is a
+    # connection that never sent a request, or a client that stopped reading.
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", access_log=False, timeout_graceful_shutdown=5
     )
-    return 0
+    server = DrainingServer(config, app.state.lifecycle)
+    server.run()
+    return app.state.lifecycle.exit_code
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, stopping as wai does: the first SIGTERM or SIGINT drains the requests in flight
+    (server/lifecycle.py) and then exits; a second one stops at once."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle):
+        super().__init__(config)
+        self.lifecycle = lifecycle
+        lifecycle.request_exit = self.stop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain: asyncio.Task | None = None
+
+    def stop(self) -> None:
+        self.should_exit = True
+
+    async def serve(self, sockets=None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # uvicorn's own handler would stop accepting at once and re-raise the signal on exit.
+        if self.lifecycle.draining or self._loop is None:  # a second signal, or one before serving
+            log.warning("stopping now")
+            self.should_exit = self.force_exit = True
+            return
+        self.lifecycle.draining = True  # /readyz and new requests answer 503 from now on
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        self._drain = asyncio.ensure_future(self.lifecycle.drain())
 
 
 def run_prepare(args: argparse.Namespace) -> int:

@@ -86,6 +86,15 @@ class LoraConfig(BaseModel):
         return self
 
 
+class QueueConfig(BaseModel):
+    """Backpressure (serving/admission.py): beyond these, requests get 429 / 3040 at once."""
+
+    max_waiting_requests: int | None = Field(None, ge=1, description="default: 2 x engine.max_num_seqs")
+    max_waiting_prompt_tokens: int | None = Field(
+        None, ge=1, description="prompt tokens of the waiting requests together; default: 1,024 per waiting request"
+    )
+
+
 class ModelConfig(BaseModel):
     name: str = Field(description="public name, as clients send it, e.g. @cf/meta/llama-3-8b-instruct")
     aliases: list[str] = Field(default_factory=list, description="other names for the same model")
@@ -106,6 +115,15 @@ class ModelConfig(BaseModel):
     default_temperature: float = Field(0.6, ge=0, le=5, description="Workers AI's own for llama-3-8b-instruct")
     pricing: Pricing | None = Field(None, description="hosted prices, for the cost counters")
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+
+    @property
+    def max_waiting_requests(self) -> int:
+        return self.queue.max_waiting_requests or 2 * self.engine.max_num_seqs
+
+    @property
+    def max_waiting_prompt_tokens(self) -> int:
+        return self.queue.max_waiting_prompt_tokens or 1024 * self.max_waiting_requests
 
     @property
     def served_names(self) -> list[str]:
@@ -114,6 +132,11 @@ class ModelConfig(BaseModel):
 
 class Limits(BaseModel):
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    # A request still generating after this long ends with 408 / 3007 (clients may ask for less
+    # with `X-Request-Timeout: <seconds>`).
+    request_timeout_s: float = Field(600, gt=0)
+    # On SIGTERM, how long requests in flight get to finish before they are cut short.
+    drain_timeout_s: float = Field(30, ge=0)
 
 
 class StreamingConfig(BaseModel):
@@ -124,8 +147,34 @@ class StreamingConfig(BaseModel):
 
 class MetricsConfig(BaseModel):
     # When set, GET /metrics needs `Authorization: Bearer <api_key>` (a key of its own, so that
-    # a scraper never holds a key that can run models).
+    # a scraper never holds a key that can run models); or give its sha256 hex digest instead.
     api_key: str | None = None
+    api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+
+Scope = Literal["models", "finetunes"]
+ALL_SCOPES: list[Scope] = ["models", "finetunes"]
+
+
+class KeyConfig(BaseModel):
+    """An API key with settings of its own. Given as the key, or as its sha256 hex digest, so that the
+    config file holds no secret (`printf %s "$KEY" | sha256sum`)."""
+
+    name: str = Field(description="for the log; never the key")
+    key: str | None = None
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    requests_per_minute: int | None = Field(None, ge=1, description="the hosted default is 300 for text generation")
+    max_concurrent: int | None = Field(None, ge=1)
+    scopes: list[Scope] = Field(
+        default_factory=lambda: list(ALL_SCOPES),
+        description="models: run, OpenAI and catalog endpoints; finetunes: the fine-tune management API",
+    )
+
+    @model_validator(mode="after")
+    def _key_or_digest(self) -> KeyConfig:
+        if (self.key is None) == (self.sha256 is None):
+            raise ValueError(f"key {self.name!r} needs exactly one of 'key' or 'sha256'")
+        return self
 
 
 class Settings(BaseSettings):
@@ -134,6 +183,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    keys: list[KeyConfig] = Field(default_factory=list)  # keys with limits, digests or scopes
     cache_dir: Path = Field(default_factory=default_cache_dir)
     # Uploaded LoRA fine-tunes, one folder each; default: <cache_dir>/adapters.
     adapters_dir: Path | None = None
@@ -152,6 +202,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self.api_keys or self.keys)
 
     @property
     def adapter_store_dir(self) -> Path:

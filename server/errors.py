@@ -67,8 +67,34 @@ def request_aborted() -> WaiError:
     return WaiError(408, 3008, "Request was aborted")
 
 
-def engine_unavailable() -> WaiError:
-    # While the engine starts, and after it died: clients retry on 503 with Retry-After.
+def capacity_exceeded() -> WaiError:
+    # The model's queue is full (or busy, with rejectIfBusy): refused at once rather than queued.
+    return WaiError(
+        429,
+        3040,
+        "Capacity temporarily exceeded, please try again.",
+        openai_type="rate_limit_error",
+        headers={"Retry-After": "1"},
+    )
+
+
+def request_timeout() -> WaiError:
+    return WaiError(408, 3007, "Request timeout", openai_type="timeout_error")
+
+
+def key_limited(retry_after_s: int) -> WaiError:
+    # A key past its own requests per minute or requests in flight (`keys:` in the config).
+    return WaiError(
+        429,
+        3040,
+        "Capacity temporarily exceeded, please try again.",
+        openai_type="rate_limit_error",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+def service_unavailable() -> WaiError:
+    # While the engine starts, after it died, and while the server drains: clients retry on 503.
     return WaiError(
         503,
         3040,

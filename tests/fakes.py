@@ -25,6 +25,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from server.app import create_app
+from server.cli import DrainingServer
 from server.config import ModelConfig, Settings
 from server.engine.types import (
     Adapter,
@@ -43,6 +44,9 @@ CONTEXT_WINDOW = 64
 DEFAULT_MAX_TOKENS = 8
 EMBEDDING_CONTEXT_WINDOW = 16
 EMBEDDING_DIMENSIONS = 8
+MAX_RUNNING = 4  # the text engine's max_num_seqs
+MAX_WAITING = 6
+MAX_WAITING_TOKENS = 48
 
 BOS = 1
 DEFAULT_SCRIPT = ("Paris", "is", "the", "capital", "of", "France.")
@@ -163,6 +167,7 @@ class FakeTextEngine(FakeEngine):
         self.script: Sequence[str] = DEFAULT_SCRIPT
         self.delay = 0.0
         self.aborted: list[str] = []  # closed or cancelled before they finished
+        self.priorities: list[int] = []  # each request's engine priority, in order
         self.finished: list[str] = []
         self.last_params: GenerationParams | None = None
         self.last_prompt: list[int] | None = None
@@ -174,6 +179,7 @@ class FakeTextEngine(FakeEngine):
         self.delay = 0.0
         self.aborted.clear()
         self.finished.clear()
+        self.priorities.clear()
         self.last_params = self.last_prompt = self.last_adapter = None
 
     def words(self, index: int = 0, max_tokens: int | None = None) -> list[str]:
@@ -189,6 +195,7 @@ class FakeTextEngine(FakeEngine):
     ) -> AsyncIterator[TextDelta]:
         self.requests.append(request_id)
         self.last_params, self.last_prompt, self.last_adapter = params, list(prompt_token_ids), adapter
+        self.priorities.append(params.priority)
         if not self.is_ready():
             raise EngineUnavailable(self.model.name)
         steps = min(len(self.script), params.max_tokens)
@@ -281,6 +288,8 @@ def fake_settings(root: Path, **overrides: Any) -> Settings:
             "context_window": CONTEXT_WINDOW,
             "default_max_tokens": DEFAULT_MAX_TOKENS,
             "lora": {"enabled": False},
+            "engine": {"max_num_seqs": MAX_RUNNING},
+            "queue": {"max_waiting_requests": MAX_WAITING, "max_waiting_prompt_tokens": MAX_WAITING_TOKENS},
         },
         {
             "name": EMBEDDING_MODEL,
@@ -308,7 +317,7 @@ class ServedApp:
     app: FastAPI
     engines: FakeEngines
     base_url: str
-    server: uvicorn.Server
+    server: DrainingServer
     thread: threading.Thread = field(repr=False)
 
     @property
@@ -341,11 +350,8 @@ def serve_app(settings: Settings, engines: FakeEngines | None = None, timeout: f
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # bound here and handed to uvicorn: no race for the port
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
-        )
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
+    server = DrainingServer(config, app.state.lifecycle)  # wai serve's own; its signals come from tests
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="wai-test-server", daemon=True)
     thread.start()
     served = ServedApp(app, engines, f"http://127.0.0.1:{port}", server, thread)

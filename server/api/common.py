@@ -80,6 +80,12 @@ async def _wait_for_disconnect(request: Request) -> None:
             return
 
 
+async def accepting_requests(request: Request) -> None:
+    """FastAPI dependency of the API routes: 503 / 3040 once the server drains (server/lifecycle.py)."""
+    if request.app.state.lifecycle.draining:
+        raise errors.service_unavailable()
+
+
 def catalog_entries(request: Request) -> list[Entry]:
     """Every public name the server answers, in config order, for the catalog endpoints."""
     return [Entry(route.requested_name, route.service.model) for route in request.app.state.registry.routes()]

@@ -7,6 +7,7 @@ Workers AI's envelope for `/client/v4/...`, OpenAI's `{"error": {...}}` for the 
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,8 +21,12 @@ from server.protocol import openai, workers_ai
 log = logging.getLogger("wai.errors")
 
 
+# OpenAI's paths: /v1/... and Cloudflare's own layout of them, /client/v4/accounts/{account_id}/ai/v1/...
+OPENAI_PATH = re.compile(r"^/(v1|client/v4/accounts/[^/]*/ai/v1)/")
+
+
 def is_openai_path(path: str) -> bool:
-    return path.startswith("/v1/") or "/ai/v1/" in path
+    return OPENAI_PATH.match(path) is not None
 
 
 def render(request: Request, error: errors.WaiError) -> JSONResponse:

@@ -14,14 +14,19 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from server import errors
-from server.api.common import read_json_body
-from server.api.uploads import read_asset_form
-from server.auth import require_api_key
+from server.api import openapi
+from server.api.common import accepting_requests, read_json_body
+from server.api.uploads import FILE_FIELD, read_asset_form
+from server.auth import require_finetunes_key
 from server.protocol import workers_ai
 from server.protocol.validation import validate
 from server.serving.lora import AdapterStore
+from server.serving.lora_checks import ADAPTER_FILES
 
-router = APIRouter(prefix="/client/v4/accounts/{account_id}/ai/finetunes", dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/client/v4/accounts/{account_id}/ai/finetunes",
+    dependencies=[Depends(require_finetunes_key), Depends(accepting_requests)],
+)
 
 CREATE_INPUT = {
     "type": "object",
@@ -43,7 +48,7 @@ def envelope(result: Any) -> JSONResponse:
     return JSONResponse(workers_ai.success(result))
 
 
-@router.post("")
+@router.post("", openapi_extra=openapi.schema_body("FinetuneCreate", CREATE_INPUT, "The fine-tune to create."))
 async def create_finetune(account_id: str, request: Request) -> JSONResponse:
     body = await read_json_body(request)
     problems = validate(body, CREATE_INPUT)
@@ -75,7 +80,18 @@ async def delete_finetune(account_id: str, id_or_name: str, request: Request) ->
     return envelope(store_of(request).delete(id_or_name).as_dict())
 
 
-@router.post("/{id_or_name}/finetune-assets")
+ASSET_UPLOAD_BODY = openapi.form_body(
+    "FinetuneAssetUpload",
+    {
+        "file_name": {"type": "string", "enum": list(ADAPTER_FILES), "description": "Which of the two files this is."},
+        FILE_FIELD: {"type": "string", "format": "binary", "description": "The file's bytes."},
+    },
+    ["file_name", FILE_FIELD],
+    "One of the fine-tune's two files, as `wrangler ai finetune create` uploads it.",
+)
+
+
+@router.post("/{id_or_name}/finetune-assets", openapi_extra=ASSET_UPLOAD_BODY)
 async def upload_finetune_asset(account_id: str, id_or_name: str, request: Request) -> JSONResponse:
     store = store_of(request)
     finetune = store.get(id_or_name)  # 404 before reading a large body for nothing

@@ -14,7 +14,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from server import errors
-from server.api.common import catalog_entries, read_json_body
+from server.api import openapi
+from server.api.common import accepting_requests, catalog_entries, read_json_body
 from server.api.pipeline import resolve, run_embeddings, run_text
 from server.api.recording import request_record
 from server.auth import require_api_key
@@ -25,7 +26,7 @@ from server.serving.requests import TextRequest
 from server.serving.text import Completion
 from server.streaming import openai_events
 
-api = APIRouter(dependencies=[Depends(require_api_key)])
+api = APIRouter(dependencies=[Depends(require_api_key), Depends(accepting_requests)])
 
 
 @dataclass(frozen=True)
@@ -60,20 +61,26 @@ async def run_openai_text(
     return await run_text(request, route, text, OpenAIAnswer(answer))
 
 
-@api.post("/chat/completions")
+@api.post(
+    "/chat/completions",
+    openapi_extra=openapi.model_body(openai.ChatCompletionRequest, "A chat completion request.", streams=True),
+)
 async def chat_completions(request: Request):
     chat = openai.parse(openai.ChatCompletionRequest, await read_json_body(request))
     return await run_openai_text(request, chat, openai.text_request(chat), openai.ChatFormat, "chatcmpl")
 
 
-@api.post("/completions")
+@api.post(
+    "/completions",
+    openapi_extra=openapi.model_body(openai.CompletionRequest, "A legacy completion request.", streams=True),
+)
 async def completions(request: Request):
     completion = openai.parse(openai.CompletionRequest, await read_json_body(request))
     text = openai.completion_text_request(completion)
     return await run_openai_text(request, completion, text, openai.CompletionFormat, "cmpl")
 
 
-@api.post("/embeddings")
+@api.post("/embeddings", openapi_extra=openapi.model_body(openai.EmbeddingsRequest, "An embeddings request."))
 async def embeddings(request: Request):
     embed = openai.parse(openai.EmbeddingsRequest, await read_json_body(request))
     route = resolve(request, embed.model, task="text-embeddings")

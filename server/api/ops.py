@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from server import errors
 from server import metrics as wai_metrics
-from server.auth import bearer_token, key_matches
+from server.auth import bearer_token
 from server.serving.registry import ModelRegistry
 
 router = APIRouter()
@@ -22,9 +22,10 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """200 only while every engine answers: 503 while they start and after one dies."""
+    """200 only while every engine answers and the server takes requests: 503 while the engines start,
+    after one dies, and while the server drains."""
     registry: ModelRegistry = request.app.state.registry
-    ready = registry.all_ready()
+    ready = registry.all_ready() and not request.app.state.lifecycle.draining
     engines = {service.model.name: service.engine.state.value for service in registry.services}
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "models": engines}, status_code=200 if ready else 503
@@ -37,11 +38,8 @@ async def metrics(request: Request) -> Response:
 
     With `metrics.api_key` set, only `Authorization: Bearer <that key>` may read them.
     """
-    metrics_key = request.app.state.settings.metrics.api_key
-    if metrics_key is not None:
-        token = bearer_token(request)
-        if token is None or not key_matches(token, [metrics_key]):
-            raise errors.authentication_error()
+    if not request.app.state.keys.opens_metrics(bearer_token(request)):
+        raise errors.authentication_error()
     registry: ModelRegistry = request.app.state.registry
     for service in registry.services:
         wai_metrics.ENGINE_READY.labels(service.model.name).set(1 if service.engine.is_ready() else 0)

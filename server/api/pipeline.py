@@ -10,6 +10,7 @@ engine's deltas through the request's record (usage, metrics, log line), and set
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any, Protocol
@@ -17,8 +18,9 @@ from typing import Any, Protocol
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from server import errors
 from server.api.common import until_disconnected
-from server.api.recording import request_record
+from server.api.recording import request_deadline, request_record
 from server.engine.types import TextDelta
 from server.serving.embeddings import Embeddings, EmbeddingService
 from server.serving.registry import ModelRegistry, Route
@@ -26,6 +28,8 @@ from server.serving.requests import EmbeddingRequest, TextRequest
 from server.serving.text import Completion, TextService, collect
 
 STAND_IN_HEADER = "x-wai-stand-in"
+TIMEOUT_HEADER = "x-request-timeout"
+PRIORITY_HEADER = "x-priority"
 
 
 class TextAnswer(Protocol):
@@ -59,6 +63,9 @@ def reply_headers(route: Route, request_id: str) -> dict[str, str]:
 
 async def run_text(request: Request, route: Route, text: TextRequest, answer: TextAnswer) -> Response:
     """Run a text request of any protocol on its route's model and answer in that protocol."""
+    deadline = request_deadline(request)
+    deadline.shorten(requested_timeout(request))
+    text = replace(text, options=replace(text.options, background=asks_background(request)))
     record = request_record(request)
     service = route.service
     assert isinstance(service, TextService), "routes resolve text requests to text models"
@@ -70,7 +77,7 @@ async def run_text(request: Request, route: Route, text: TextRequest, answer: Te
     record.show_input(text.as_sent)
     prepared = await service.prepare(text, adapter)
     headers = reply_headers(route, record.request_id)
-    deltas = record.watch(service.stream(prepared, record.request_id))
+    deltas = record.watch(deadline.within(service.stream(prepared, record.request_id)))
     if text.stream:
         primed = await until_disconnected(request, first_delta_ready(deltas))
         return StreamingResponse(
@@ -78,6 +85,28 @@ async def run_text(request: Request, route: Route, text: TextRequest, answer: Te
         )
     completion = await until_disconnected(request, collect(prepared, deltas))
     return JSONResponse(answer.whole(completion), headers=headers)
+
+
+def requested_timeout(request: Request) -> float:
+    """The client's `X-Request-Timeout` in seconds (infinite when not sent); 400 when not a number above 0."""
+    sent = request.headers.get(TIMEOUT_HEADER)
+    if sent is None:
+        return math.inf
+    try:
+        seconds = float(sent)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0:  # also NaN
+        raise errors.bad_input(f"the {TIMEOUT_HEADER} header must be a number of seconds above 0, not {sent!r}")
+    return seconds
+
+
+def asks_background(request: Request) -> bool:
+    """`X-Priority: low` lets interactive requests go first; `normal` (or none) is interactive."""
+    sent = request.headers.get(PRIORITY_HEADER, "normal").lower()
+    if sent not in ("low", "normal"):
+        raise errors.bad_input(f"the {PRIORITY_HEADER} header must be low or normal, not {sent!r}")
+    return sent == "low"
 
 
 async def first_delta_ready(deltas: AsyncIterator[TextDelta]) -> AsyncIterator[TextDelta]:

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from server.api.common import catalog_entries, read_json_body
+from server.api import openapi
+from server.api.common import accepting_requests, catalog_entries, read_json_body
 from server.api.pipeline import registry_of, resolve, run_embeddings, run_text
 from server.auth import require_api_key
 from server.config import StreamingConfig
@@ -18,7 +19,9 @@ from server.serving.embeddings import EmbeddingService
 from server.serving.text import Completion
 from server.streaming import workers_ai_events
 
-router = APIRouter(prefix="/client/v4/accounts/{account_id}/ai", dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/client/v4/accounts/{account_id}/ai", dependencies=[Depends(require_api_key), Depends(accepting_requests)]
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,15 @@ class RunAnswer:
         return workers_ai_events(deltas, self.streaming)
 
 
-@router.post("/run/{model:path}")
+RUN_BODY = openapi.one_of_bodies(
+    {"TextGenerationInput": workers_ai.TEXT_GENERATION_INPUT, "TextEmbeddingsInput": workers_ai.TEXT_EMBEDDINGS_INPUT},
+    "The model's input as /ai/models/schema publishes it: a text-generation model takes TextGenerationInput "
+    "(a prompt or messages), an embeddings model TextEmbeddingsInput.",
+    streams=True,
+)
+
+
+@router.post("/run/{model:path}", openapi_extra=RUN_BODY)
 async def run(account_id: str, model: str, request: Request):
     route = resolve(request, model)
     body = await read_json_body(request)
@@ -47,7 +58,7 @@ async def run(account_id: str, model: str, request: Request):
             embedding,
             lambda result: workers_ai.success(workers_ai.embeddings_result(result.vectors, result.pooling)),
         )
-    text = workers_ai.parse_run_input(body)
+    text = workers_ai.parse_run_input(body, request.query_params)
     answer = RunAnswer(json_mode=text.output.type != "text", streaming=request.app.state.settings.streaming)
     return await run_text(request, route, text, answer)
 

@@ -48,6 +48,8 @@ class GenerationParams:
     # Structured output: at most one of these.
     json_schema: dict[str, Any] | None = None
     json_object: bool = False
+    # The engine schedules lower values first (vLLM's priority policy); equal ones in arrival order.
+    priority: int = 0
 
 
 @dataclass

@@ -57,6 +57,8 @@ def engine_arg_values(model: ModelConfig, checkpoint: str) -> dict[str, Any]:
         # wipe the text engine's.
         "disable_log_stats": model.task == "text-embeddings",
         "enable_log_requests": False,
+        # Interactive requests go ahead of background ones waiting for the engine (serving/sampling.py).
+        "scheduling_policy": "priority",
     }
     if cfg.kv_cache_gib is not None:
         args["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * 2**30)
@@ -252,6 +254,7 @@ class VllmTextEngine(VllmEngine):
                 TokensPrompt(prompt_token_ids=prompt_token_ids),
                 sampling_params(params),
                 request_id,
+                priority=params.priority,
                 lora_request=lora_request(adapter),
             )
             async for output in stream:

@@ -76,6 +76,17 @@ def _text_part(part: Any) -> str:
     return part["text"]
 
 
+class Function(_Request):
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Request):
+    type: Literal["function"]
+    function: Function
+
+
 class JsonSchemaFormat(_Request):
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
@@ -153,7 +164,7 @@ class ChatCompletionRequest(_SampledRequest):
     logprobs: bool = False
     top_logprobs: int | None = _bounded("top_logprobs")
     response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[Tool] | None = None
 
     @field_validator("top_logprobs")
     @classmethod
@@ -241,7 +252,7 @@ def text_request(chat: ChatCompletionRequest) -> TextRequest:
     """The same neutral request the Workers AI endpoint builds."""
     return TextRequest(
         messages=[message.model_dump(exclude_none=True) for message in chat.messages],
-        tools=chat.tools,
+        tools=None if chat.tools is None else [tool.model_dump(exclude_none=True) for tool in chat.tools],
         sampling=chat.sampling(logprobs=(chat.top_logprobs or 0) if chat.logprobs else None),
         output=_output_format(chat.response_format),
         stream=chat.stream,

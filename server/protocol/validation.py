@@ -42,7 +42,8 @@ def _json_type(value: Any) -> str:
 
 def _has_type(value: Any, expected: str) -> bool:
     if expected == "integer":
-        return _json_type(value) == "number" and float(value).is_integer()
+        # An int of any size, or a float with nothing after the point (JSON's 5.0).
+        return _json_type(value) == "number" and (isinstance(value, int) or float(value).is_integer())
     return _json_type(value) == expected
 
 

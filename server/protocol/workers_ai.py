@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from server import errors
 from server.config import ModelConfig
 from server.protocol.sampling import SAMPLING_FIELDS, integer_fields
 from server.protocol.validation import validate
-from server.serving.requests import EmbeddingRequest, OutputFormat, TextRequest
+from server.serving.requests import EmbeddingRequest, OutputFormat, RunOptions, TextRequest
 from server.serving.text import Completion
 
 _STRING = {"type": "string"}
@@ -197,8 +198,9 @@ def embeddings_result(vectors: list[list[float]], pooling: str) -> dict[str, Any
 _INTEGERS = integer_fields(SAMPLING_FIELDS)
 
 
-def parse_run_input(body: Any) -> TextRequest:
-    """Validate a run body against the schema; raise 5006 with the validator's words."""
+def parse_run_input(body: Any, query: Mapping[str, str] | None = None) -> TextRequest:
+    """Validate a run body against the schema; raise 5006 with the validator's words. Run options
+    come in the body's `options` object or as query parameters (`?rejectIfBusy=true`)."""
     problems = validate(body, TEXT_GENERATION_INPUT)
     if problems:
         raise errors.bad_input(", ".join(problems))
@@ -213,7 +215,17 @@ def parse_run_input(body: Any) -> TextRequest:
         output=_output_format(body.get("response_format")),
         lora=body.get("lora"),
         stream=body.get("stream", False),
+        options=run_options(body.get("options"), query or {}),
     )
+
+
+def run_options(options: Any, query: Mapping[str, str]) -> RunOptions:
+    given = options if isinstance(options, dict) else {}
+    return RunOptions(reject_if_busy=_flag(given.get("rejectIfBusy", query.get("rejectIfBusy"))))
+
+
+def _flag(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
 def _output_format(response_format: dict[str, Any] | None) -> OutputFormat:

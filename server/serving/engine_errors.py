@@ -12,7 +12,7 @@ from server.engine.types import AdapterLoadFailed, Engine, EngineRejected, Engin
 def ensure_ready(engine: Engine) -> None:
     """503 / 3040 while the engine starts, and after it died or stopped."""
     if not engine.is_ready():
-        raise errors.engine_unavailable()
+        raise errors.service_unavailable()
 
 
 @contextmanager
@@ -21,7 +21,7 @@ def engine_errors() -> Iterator[None]:
     try:
         yield
     except EngineUnavailable as exc:
-        raise errors.engine_unavailable() from exc
+        raise errors.service_unavailable() from exc
     except AdapterLoadFailed as exc:
         raise errors.finetune_failed_to_load(str(exc)) from exc
     except EngineRejected as exc:

@@ -14,6 +14,14 @@ class OutputFormat:
 
 
 @dataclass(frozen=True)
+class RunOptions:
+    """How to run a request, apart from what to generate."""
+
+    reject_if_busy: bool = False  # 429 at once when the model's running slots are all taken
+    background: bool = False  # waits behind interactive requests for the engine (`X-Priority: low`)
+
+
+@dataclass(frozen=True)
 class TextRequest:
     """Exactly one of `prompt` and `messages` is set.
 
@@ -30,6 +38,7 @@ class TextRequest:
     output: OutputFormat = field(default_factory=OutputFormat)
     lora: str | None = None
     stream: bool = False
+    options: RunOptions = field(default_factory=RunOptions)
 
     @property
     def top_logprobs(self) -> int | None:

@@ -29,6 +29,7 @@ from server.serving.requests import OutputFormat
 ENGINE_MAX_TEMPERATURE = 2.0
 SMALLEST_TOP_P = 1e-6
 GREEDY_BELOW_TEMPERATURE = 1e-5  # vLLM decodes greedily under this temperature
+INTERACTIVE, BACKGROUND = 0, 1  # engine priorities: lower goes first
 
 EDGES: dict[str, Callable[[Any], Any]] = {
     "temperature": lambda temperature: min(temperature, ENGINE_MAX_TEMPERATURE),
@@ -38,7 +39,9 @@ EDGES: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def generation_params(sampling: Mapping[str, Any], output: OutputFormat, model: ModelConfig) -> GenerationParams:
+def generation_params(
+    sampling: Mapping[str, Any], output: OutputFormat, model: ModelConfig, background: bool = False
+) -> GenerationParams:
     given = {"max_tokens": model.default_max_tokens, "temperature": model.default_temperature, **sampling}
     values = {name: EDGES[name](value) if name in EDGES else value for name, value in given.items()}
     return GenerationParams(
@@ -48,6 +51,7 @@ def generation_params(sampling: Mapping[str, Any], output: OutputFormat, model: 
         json_schema=output.schema if output.type == "json_schema" else None,
         # json_schema without a schema asks only for some JSON object
         json_object=output.type == "json_object" or (output.type == "json_schema" and output.schema is None),
+        priority=BACKGROUND if background else INTERACTIVE,
     )
 
 

@@ -5,7 +5,7 @@ The service yields the engine's deltas; counting them (usage, metrics, logs) is 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from server import errors
 from server.config import ModelConfig
 from server.engine.types import Adapter, GenerationParams, TextDelta, TextEngine
+from server.serving.admission import Admission
 from server.serving.engine_errors import engine_errors, ensure_ready
 from server.serving.lora import AdapterStore
 from server.serving.prompts import render_prompt
@@ -62,6 +63,9 @@ class TextService:
         self.model = model
         self.engine = engine
         self.adapters = adapters
+        self.admission = Admission(
+            model.engine.max_num_seqs, model.max_waiting_requests, model.max_waiting_prompt_tokens
+        )
 
     def adapter_for(self, request: TextRequest, requested_model: str) -> Adapter | None:
         """The fine-tune a request's `lora` names: 405 / 5005 when this model has LoRA off, 400 / 3041
@@ -78,20 +82,23 @@ class TextService:
             prompt_token_ids = await self.engine.with_tokenizer(render_prompt, request)
         if not prompt_token_ids:
             raise errors.bad_input("the prompt is empty after rendering", param="messages")
-        params = generation_params(request.sampling, request.output, self.model)
+        params = generation_params(request.sampling, request.output, self.model, request.options.background)
         requested = len(prompt_token_ids) + params.max_tokens
         if requested > self.model.context_window:
             raise errors.context_window_exceeded(requested, self.model.context_window)
         params, copies = engine_choices(params)
         return PreparedText(request, prompt_token_ids, params, copies, adapter)
 
-    async def stream(self, prepared: PreparedText, request_id: str) -> AsyncIterator[TextDelta]:
+    async def stream(self, prepared: PreparedText, request_id: str) -> AsyncGenerator[TextDelta, None]:
         """Deltas as the engine makes them, one index per client choice; closing this early aborts
-        the engine request, whose id is `request_id` (the `cf-ai-req-id` the client sees)."""
-        deltas = self.engine.generate(prepared.prompt_token_ids, prepared.params, request_id, prepared.adapter)
-        with engine_errors():
+        the engine request, whose id is `request_id` (the `cf-ai-req-id` the client sees). 429 before
+        the engine sees it when the model has no place for it (serving/admission.py)."""
+        prompt_tokens, reject_if_busy = len(prepared.prompt_token_ids), prepared.request.options.reject_if_busy
+        with self.admission.admit(prompt_tokens, reject_if_busy) as place, engine_errors():
+            deltas = self.engine.generate(prepared.prompt_token_ids, prepared.params, request_id, prepared.adapter)
             async with aclosing(deltas):
                 async for delta in deltas:
+                    place.started()
                     if prepared.copies == 1:
                         yield delta
                         continue

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -68,6 +69,19 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def text_only_config(folder: Path, model: dict | None = None, engine: dict | None = None, **settings) -> Path:
+    """configs/default.yaml with its text model alone (no embeddings model, to start quickly), that
+    model's fields updated by `model` and its engine's by `engine`, and top-level `settings`;
+    written into `folder`."""
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    text_model = config["models"][0]
+    config["models"] = [{**text_model, **(model or {}), "engine": {**text_model["engine"], **(engine or {})}}]
+    config.update(settings)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def start_server(

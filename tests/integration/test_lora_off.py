@@ -4,10 +4,9 @@ and no fine-tune can be created for it; the same request without `lora` is serve
 from __future__ import annotations
 
 import pytest
-import yaml
 
 from tests.integration.conftest import finetunes_url
-from tests.integration.server import DEFAULT_CONFIG, STAND_IN, start_server
+from tests.integration.server import STAND_IN, start_server, text_only_config
 from tests.integration.test_errors import error_of
 
 NOT_SUPPORTED = f"The model {STAND_IN} does not support LoRa inference"
@@ -15,14 +14,9 @@ NOT_SUPPORTED = f"The model {STAND_IN} does not support LoRa inference"
 
 @pytest.fixture(scope="module")
 def lora_off_server(tmp_path_factory):
-    """The default text model alone (no embeddings model, to start quickly), with LoRA off."""
-    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    text_model = config["models"][0]
-    text_model["lora"] = {"enabled": False}
-    config["models"] = [text_model]
+    """The default text model alone, with LoRA off."""
     folder = tmp_path_factory.mktemp("lora-off")
-    path = folder / "lora-off.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = text_only_config(folder, model={"lora": {"enabled": False}})
     running = start_server("lora-off-server", config=path, env={"WAI_ADAPTERS_DIR": str(folder / "adapters")})
     yield running
     running.stop()

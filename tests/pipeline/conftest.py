@@ -60,8 +60,8 @@ def run_path(model: str = TEXT_MODEL) -> str:
     return f"{ACCOUNT_PATH}/run/{model}"
 
 
-def run(client: httpx.Client, body: dict[str, Any], model: str = TEXT_MODEL) -> httpx.Response:
-    return client.post(run_path(model), json=body)
+def run(client: httpx.Client, body: dict[str, Any], model: str = TEXT_MODEL, **options: Any) -> httpx.Response:
+    return client.post(run_path(model), json=body, **options)
 
 
 def stream_events(client: httpx.Client, path: str, body: dict[str, Any]) -> tuple[httpx.Response, list[dict]]:
@@ -150,13 +150,15 @@ def protocol_path(protocol: str, model: str = TEXT_MODEL) -> str:
 
 
 def ask(
-    client: httpx.Client, protocol: str, body: dict[str, Any] | None = None, model: str = TEXT_MODEL
+    client: httpx.Client, protocol: str, body: dict[str, Any] | None = None, model: str = TEXT_MODEL, **options: Any
 ) -> httpx.Response:
-    return client.post(protocol_path(protocol, model), json=request_body(protocol, body, model))
+    return client.post(protocol_path(protocol, model), json=request_body(protocol, body, model), **options)
 
 
-def chat(client: httpx.Client, body: dict[str, Any] | None = None, model: str = TEXT_MODEL) -> httpx.Response:
-    return ask(client, "chat", body, model)
+def chat(
+    client: httpx.Client, body: dict[str, Any] | None = None, model: str = TEXT_MODEL, **options: Any
+) -> httpx.Response:
+    return ask(client, "chat", body, model, **options)
 
 
 def complete(client: httpx.Client, body: dict[str, Any] | None = None, model: str = TEXT_MODEL) -> httpx.Response:

@@ -70,10 +70,3 @@ def test_a_text_over_the_window_is_413_5021(client, embedder):
     assert embedder.requests == []
     response = client.post(EMBEDDINGS, json={"model": EMBEDDING_MODEL, "input": words})
     assert openai_error(response, 413, 5021)["param"] == "input"
-
-
-def test_a_dead_embedding_engine_is_503_3040(client, embedder):
-    embedder.die()
-    workers_ai_error(run(client, {"text": "hi"}, model=EMBEDDING_MODEL), 503, 3040)
-    openai_error(client.post(EMBEDDINGS, json={"model": EMBEDDING_MODEL, "input": "hi"}), 503, 3040)
-    assert embedder.requests == []

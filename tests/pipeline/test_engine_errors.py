@@ -73,16 +73,3 @@ def test_an_openai_stream_that_fails_ends_with_an_error_object_then_done(client,
             "code": "5006",
         }
     }
-
-
-@pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("protocol", TEXT_PROTOCOLS)
-def test_a_dead_engine_is_503_3040_and_not_ready(client, engine, protocol, stream):
-    engine.die()
-    response = ask(client, protocol, {"stream": stream})
-    assert error_message(response, protocol, 503, 3040) == CAPACITY
-    assert response.headers["retry-after"] == "5"
-    assert engine.requests == []  # refused before the engine was asked
-    ready = client.get("/readyz")
-    assert ready.status_code == 503
-    assert ready.json()["models"][TEXT_MODEL] == "dead"

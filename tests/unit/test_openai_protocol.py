@@ -197,7 +197,7 @@ def test_usage_sums_every_choice_and_is_absent_unless_asked():
 def test_error_mid_stream_is_an_openai_error_then_done():
     async def failing():
         yield TextDelta(0, "a", 5, 1)
-        raise errors.engine_unavailable()
+        raise errors.service_unavailable()
 
     async def collect():
         return [part async for part in openai_events(failing(), openai.ChatFormat(id="c", created=1, model="m"))]

@@ -79,7 +79,7 @@ def test_finish_counts_once_and_later_deltas_are_ignored():
 def test_an_error_mid_stream_is_the_outcome():
     async def failing():
         yield TextDelta(index=0, text="a", prompt_tokens=3, completion_tokens=1)
-        raise errors.engine_unavailable()
+        raise errors.service_unavailable()
 
     record = RequestRecord("workers_ai")
     record.serve(model("unit/error"))

@@ -30,7 +30,7 @@ def test_event_sequence_without_padding():
 
 
 def test_an_error_mid_stream_still_ends_with_done():
-    chunks = asyncio.run(collect([TextDelta(0, "a", 1, 1), errors.engine_unavailable()]))
+    chunks = asyncio.run(collect([TextDelta(0, "a", 1, 1), errors.service_unavailable()]))
     assert chunks[-1] == b"data: [DONE]\n\n"
     event = json.loads(chunks[-2][len(b"data: ") :])
     assert event["errors"][0]["code"] == 3040 and event["success"] is False

@@ -1,0 +1,89 @@
+"""What every error answer must look like: Workers AI's envelope or OpenAI's error object, by path.
+
+Written from the wire formats (README, docs/compatibility.md), not from the server's own rendering code,
+so that a path rendered in the wrong protocol fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import unquote
+
+# The OpenAI API lives at /v1/... and at Cloudflare's /client/v4/accounts/{account_id}/ai/v1/...
+OPENAI_PATH = re.compile(r"^(/v1/|/client/v4/accounts/[^/]+/ai/v1/)")
+WORKERS_AI_PATH = re.compile(r"^/client/v4/")
+
+
+def protocol_of(path: str) -> str | None:
+    """'openai', 'workers_ai', or None (probes and /metrics), for a request path as the server decodes it."""
+    path = unquote(path)
+    if OPENAI_PATH.match(path):
+        return "openai"
+    if WORKERS_AI_PATH.match(path):
+        return "workers_ai"
+    return None
+
+
+def error_problems(path: str, status: int, content_type: str, body: bytes) -> list[str]:
+    """Why this error answer is not in its protocol's format; [] when it is (or when `path` has no protocol)."""
+    protocol = protocol_of(path)
+    if protocol is None:
+        return []
+    if not content_type.startswith("application/json"):
+        return [f"a {status} answer on {path} is {content_type!r}, not JSON"]
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return [f"a {status} answer on {path} is not JSON: {body[:200]!r}"]
+    problems = workers_ai_problems(parsed) if protocol == "workers_ai" else openai_problems(parsed)
+    return [f"{status} on {path}: {problem}; body: {body[:300]!r}" for problem in problems]
+
+
+def workers_ai_problems(body: Any) -> list[str]:
+    """{"result": {}, "success": false, "errors": [{"code": int, "message": str}, ...], "messages": []}"""
+    if not isinstance(body, dict) or set(body) != {"result", "success", "errors", "messages"}:
+        return ["not Workers AI's envelope (result, success, errors, messages)"]
+    problems = []
+    if body["result"] != {}:
+        problems.append("result is not {}")
+    if body["success"] is not False:
+        problems.append("success is not false")
+    if body["messages"] != []:
+        problems.append("messages is not []")
+    errors = body["errors"]
+    if not isinstance(errors, list) or not errors:
+        return [*problems, "errors is not a non-empty list"]
+    for error in errors:
+        if not isinstance(error, dict) or set(error) != {"code", "message"}:
+            problems.append(f"an error is not {{code, message}}: {error!r}")
+        elif not (isinstance(error["code"], int) and not isinstance(error["code"], bool)):
+            problems.append(f"an error code is not an integer: {error['code']!r}")
+        elif not isinstance(error["message"], str) or not error["message"]:
+            problems.append(f"an error message is not a non-empty string: {error['message']!r}")
+    return problems
+
+
+def openai_problems(body: Any) -> list[str]:
+    """{"error": {"message": str, "type": str, "param": str | null, "code": str}}"""
+    if not isinstance(body, dict) or set(body) != {"error"}:
+        return ["not OpenAI's error object ({'error': {...}})"]
+    error = body["error"]
+    if not isinstance(error, dict) or set(error) != {"message", "type", "param", "code"}:
+        return [f"the error is not {{message, type, param, code}}: {error!r}"]
+    problems = []
+    if not isinstance(error["message"], str) or not error["message"]:
+        problems.append("message is not a non-empty string")
+    if not isinstance(error["type"], str) or not error["type"]:
+        problems.append("type is not a non-empty string")
+    if error["param"] is not None and not isinstance(error["param"], str):
+        problems.append("param is neither a string nor null")
+    if not isinstance(error["code"], str) or not error["code"].isdigit():
+        problems.append(f"code is not the error code as a string: {error['code']!r}")
+    return problems
+
+
+def assert_error_envelope(path: str, status: int, content_type: str, body: bytes) -> None:
+    problems = error_problems(path, status, content_type, body)
+    assert not problems, "\n".join(problems)
