@@ -13,7 +13,7 @@ INSTALLED     := $(VENV)/.wai-installed
 INSTALLED_DEV := $(VENV)/.wai-installed-dev
 
 # Pure logic and the request pipeline on a fake engine: no model, no vLLM engine started.
-FAST_TESTS := tests/unit tests/pipeline tests/loadtests tests/benchmarks
+FAST_TESTS := tests/unit tests/pipeline
 
 .PHONY: serve test test-fast bench install install-dev test-tools prepare lint clean
 
@@ -57,3 +57,45 @@ lint: $(INSTALLED_DEV)
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
+
+# The 30-minute soak (docs/reliability.md, "Soak"): its own `wai serve` on a free loopback port,
+# 4 streams in flight, a fifth of them left mid-answer by their client; fails on an error, on an
+# engine that does not drain, or on the server's memory (engine core included) growing 10 % or more
+# after warm-up. Reports in $(SOAK_OUT); SOAK_ARGS adds or overrides `wai loadtest` options.
+SOAK_DURATION ?= 1800
+SOAK_OUT      ?= loadtest-results/soak
+SOAK_ARGS     ?=
+
+.PHONY: soak
+soak: $(INSTALLED_DEV)
+	$(WAI) prepare --config $(CONFIG)
+	$(WAI) loadtest --soak --serve '$(WAI) serve --config $(CONFIG) --host 127.0.0.1 --port {port}' \
+		--url 'http://127.0.0.1:{port}' --concurrency 4 --cancel-rate 0.2 --output-tokens 32 \
+		--duration $(SOAK_DURATION) --no-progress --out $(SOAK_OUT) $(SOAK_ARGS)
+
+# Fuzzing (docs/reliability.md, "Fuzzing"). tests/fuzz belongs to the fast tier: a few cases per
+# operation and property, the same ones every run. `make fuzz` runs it long with fresh random cases
+# (schemathesis over /openapi.json on the fake engines: FUZZ_EXAMPLES per operation, over 2,000 cases;
+# hypothesis properties: FUZZ_PROPERTY_EXAMPLES each), then schemathesis against a real server
+# (FUZZ_REAL_EXAMPLES per operation; FUZZ_REAL=0 leaves it out). Summaries of the cases sent and the
+# failures: $(FUZZ_OUT)/fake-engines.json and $(FUZZ_OUT)/real-engine.json.
+
+FUZZ_EXAMPLES          ?= 150
+FUZZ_PROPERTY_EXAMPLES ?= 200
+FUZZ_REAL_EXAMPLES     ?= 25
+FUZZ_REAL              ?= 1
+FUZZ_OUT               ?= test-artifacts/fuzz
+FUZZ_PYTEST = WAI_FUZZ_RANDOM=1 WAI_FUZZ_PROPERTY_EXAMPLES=$(FUZZ_PROPERTY_EXAMPLES) \
+	$(VENV)/bin/python -m pytest -p no:cacheprovider -p tests.fuzz.report -q $(PYTEST_ARGS)
+
+.PHONY: fuzz
+fuzz: $(INSTALLED_DEV)
+	rc=0; \
+	WAI_FUZZ_SUMMARY=$(FUZZ_OUT)/fake-engines.json WAI_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+		$(FUZZ_PYTEST) tests/fuzz || rc=1; \
+	if [ "$(FUZZ_REAL)" = 1 ]; then \
+		$(WAI) prepare --config $(CONFIG) && \
+		WAI_FUZZ_SUMMARY=$(FUZZ_OUT)/real-engine.json WAI_FUZZ_EXAMPLES=$(FUZZ_REAL_EXAMPLES) \
+			$(FUZZ_PYTEST) tests/integration/test_fuzz.py || rc=1; \
+	fi; \
+	exit $$rc
