@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,55 +24,9 @@ from typing import Any
 import httpx
 
 from loadtests import cli as loadtest_cli
+from loadtests.servers import free_port, running
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def running(
-    name: str,
-    command: list[str],
-    ready_url: str,
-    log_path: Path,
-    env: dict[str, str] | None = None,
-    timeout: float = 900,
-):
-    """Start a server process, wait until `ready_url` answers 200, stop it on exit."""
-    print(f"starting {name}: {shlex.join(command)}", flush=True)
-    log = log_path.open("w")
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}; see {log_path}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} not ready after {timeout} s; see {log_path}")
-            try:
-                if httpx.get(ready_url, timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        print(f"{name} is ready (pid {process.pid})", flush=True)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
 
 
 @contextmanager
@@ -347,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop both servers on the way out
     with ExitStack() as stack:
-        wai = stack.enter_context(running("wai", wai_cmd, f"{wai_url}/readyz", args.out / "wai.log", env))
-        vllm = stack.enter_context(running("vllm serve", vllm_cmd, f"{vllm_url}/health", args.out / "vllm.log"))
+        wai = stack.enter_context(running("wai", wai_cmd, f"{wai_url}/readyz", args.out / "wai.log", 900, env))
+        vllm = stack.enter_context(running("vllm serve", vllm_cmd, f"{vllm_url}/health", args.out / "vllm.log", 900))
         if not args.skip_sweep:
             profile_path = args.out / "wai-profile.txt"
             cost = FrontEndCost({"wai": (wai.pid, wai_url), "vllm serve": (vllm.pid, vllm_url)})

@@ -24,14 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shlex
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +39,7 @@ from loadtests.client import RequestRecord
 from loadtests.prompts import Prompt
 from loadtests.protocols import Sampling, Target
 from loadtests.runner import LevelResult, LoadPlan, run_load
+from loadtests.servers import free_port, running
 from loadtests.stats import SLO
 
 RUNNING = "vllm:num_requests_running"
@@ -259,44 +256,6 @@ async def wait_drained(url: str, headers: dict[str, str], timeout_s: float) -> D
 # ---------------------------------------------------------------- a server of its own (--serve)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serving(command: str, ready_url: str, log_path: Path, timeout_s: float) -> Iterator[subprocess.Popen]:
-    """Start a server, wait until `ready_url` answers 200, and stop it with SIGTERM on exit."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        print(f"wai loadtest --soak: starting {command}", file=sys.stderr, flush=True)
-        process = subprocess.Popen(shlex.split(command), stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the server exited with {process.returncode} while starting; see {log_path}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the server was not ready after {timeout_s:g} s; see {log_path}")
-                try:
-                    if httpx.get(ready_url, timeout=5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(1)
-            print(f"wai loadtest --soak: server ready, pid {process.pid}", file=sys.stderr, flush=True)
-            yield process
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=90)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
-
 # ---------------------------------------------------------------- the run
 
 
@@ -356,7 +315,9 @@ def run(
     if args.serve:
         ready = metrics_url(targets[0].url).removesuffix("/metrics") + "/readyz"
         try:
-            with serving(args.serve, ready, out / "server.log", args.serve_timeout) as process:
+            with running(
+                "the server", shlex.split(args.serve), ready, out / "server.log", args.serve_timeout
+            ) as process:
                 return _run(args, targets, plan, prompts, sampling, slo, out, options, process.pid)
         except RuntimeError as exc:
             print(f"wai loadtest --soak: {exc}", file=sys.stderr)
