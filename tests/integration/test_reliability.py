@@ -46,8 +46,11 @@ def test_a_client_request_id_is_echoed_logged_and_the_engine_id(client, server):
         server.run_url(), json={"prompt": "Hi", "max_tokens": 2}, headers={"X-Request-Id": "trace-42"}
     )
     assert response.headers["x-request-id"] == response.headers["cf-ai-req-id"] == "trace-42"
-    lines = [json.loads(line) for line in server.log().splitlines() if '"request_id": "trace-42"' in line]
-    assert lines and lines[-1]["status"] == 200
+    deadline = time.monotonic() + 10  # the line is written once the last byte is out: a moment later
+    while not (lines := [line for line in server.log().splitlines() if '"request_id": "trace-42"' in line]):
+        assert time.monotonic() < deadline, "no log line for trace-42"
+        time.sleep(0.1)
+    assert json.loads(lines[-1])["status"] == 200
 
 
 def test_a_stream_past_its_deadline_ends_with_3007_and_frees_the_engine(server):
