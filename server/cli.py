@@ -1,4 +1,4 @@
-"""The `wai` command: `wai serve`, `wai prepare` and `wai loadtest`."""
+"""The `wai` command: `wai serve`, `wai prepare`, `wai plan` and `wai loadtest`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     prepare = commands.add_parser("prepare", help="fetch and convert every model a config names")
     prepare.add_argument("--config", default="configs/default.yaml")
     prepare.set_defaults(run=run_prepare)
+
+    from server import plan as plan_cli
+
+    plan = commands.add_parser(
+        "plan", description=plan_cli.__doc__, help="what a config needs of a GPU: memory, KV cache, concurrency"
+    )
+    plan_cli.add_arguments(plan)
+    plan.set_defaults(run=plan_cli.run)
 
     from loadtests import cli as loadtest_cli
 
