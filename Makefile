@@ -29,9 +29,11 @@ $(INSTALLED_DEV): pyproject.toml scripts/install.sh
 install: $(INSTALLED)
 install-dev: $(INSTALLED_DEV)
 
-# System tools the tests need (Prometheus, Chromium), from Debian's packages when missing.
+# System tools the tests need (Prometheus, Chromium), from Debian's packages when missing;
+# workerd (the Workers binding tests) from the npm registry at its pinned version.
 test-tools:
 	scripts/install-test-tools.sh
+	scripts/install-workerd.sh
 
 prepare: $(INSTALLED)
 	$(WAI) prepare --config $(CONFIG)
@@ -99,3 +101,19 @@ fuzz: $(INSTALLED_DEV)
 			$(FUZZ_PYTEST) tests/integration/test_fuzz.py || rc=1; \
 	fi; \
 	exit $$rc
+
+# One verdict on a GPU node (docs/deploy.md, "GPU check"): preflight (nvidia-smi, vLLM at the pinned
+# version, `wai plan`, measured memory bandwidth, the weights reachable), then `wai serve` on GPU_CONFIG,
+# the Llama 3 fidelity tests against it, and a short load test against wai and `vllm serve`. Report in
+# $(GPU_CHECK_OUT)/gpu-check.md and .json. DRY_RUN=1 runs the preflight only and lists the rest. Needs
+# no install: the preflight runs on the standard library (the venv's Python when there is one).
+GPU_CONFIG    ?= configs/llama-3-8b-instruct.yaml
+GPU_CHECK_OUT ?= test-artifacts/gpu-check
+GPU_CHECK_ARGS ?=
+DRY_RUN       ?=
+GPU_CHECK_PYTHON := $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
+
+.PHONY: gpu-check
+gpu-check:
+	$(GPU_CHECK_PYTHON) scripts/gpu_check.py --config $(GPU_CONFIG) --out $(GPU_CHECK_OUT) \
+		$(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) $(GPU_CHECK_ARGS)

@@ -2,10 +2,14 @@
 # System tools the tests use, from Debian's packages, installed only when missing (as root or via sudo):
 #   promtool and prometheus  the monitoring tests (docker/'s config, rules, dashboard; a real Prometheus)
 #   chromium                 the playground tests (Playwright drives it; no browser is ever downloaded)
+#   nginx                    the gateway tests (deploy/gateway/'s config checked and run on loopback)
+#   nodejs and npm           scripts/install-workerd.sh (the Workers binding tests' runtime, from npm)
 set -euo pipefail
 missing=()
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing+=(prometheus)
 { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; } || missing+=(chromium)
+{ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } || missing+=(nginx)
+{ command -v node >/dev/null && command -v npm >/dev/null; } || missing+=(nodejs npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null; then
   echo "missing test tools: ${missing[*]}; install them with your system's package manager" >&2
@@ -19,4 +23,7 @@ DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-
 # The prometheus package enables a system service; the tests start their own server on a free port.
 if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
   "${sudo[@]}" systemctl disable --now prometheus
+fi
+if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
+  "${sudo[@]}" systemctl disable --now nginx
 fi

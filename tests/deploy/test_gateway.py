@@ -1,0 +1,243 @@
+"""deploy/gateway: nginx's own check of the shipped config, then nginx itself on loopback in front of two
+small HTTP servers standing in for wai replicas: a session's requests always reach the same replica,
+requests without `x-session-affinity` go to the least busy one, and a stream's events go out as they come."""
+
+from __future__ import annotations
+
+import http.server
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from loadtests.servers import free_port
+
+GATEWAY = Path(__file__).resolve().parents[2] / "deploy" / "gateway"
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx missing: `make test-tools` installs it")
+
+
+def gateway_copy(folder: Path, replicas: list[int], listen: int, edit: Callable[[str], str] = lambda s: s) -> Path:
+    """The shipped config in `folder`, its replicas and listen address replaced by loopback ones."""
+    config = (GATEWAY / "nginx.conf").read_text()
+    assert len(re.findall(r"^\s*listen 8080;$", config, flags=re.M)) == 1
+    config = config.replace("listen 8080;", f"listen 127.0.0.1:{listen};")
+    (folder / "nginx.conf").write_text(edit(config))
+    shipped = (GATEWAY / "replicas.conf").read_text()
+    servers = [line.split()[1] for line in shipped.splitlines() if line.startswith("server ")]
+    assert servers, "replicas.conf lists no server"
+    (folder / "replicas.conf").write_text(
+        "".join(f"server 127.0.0.1:{port} max_fails=3 fail_timeout=10s;\n" for port in replicas)
+    )
+    return folder / "nginx.conf"
+
+
+def nginx_test(config: Path) -> subprocess.CompletedProcess[str]:
+    # -e: the error log before the config is read; -g: a pid file of the test's own.
+    pid = config.parent / "nginx.pid"
+    command = [str(NGINX), "-t", "-p", str(config.parent), "-e", "stderr", "-c", str(config), "-g", f"pid {pid};"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_shipped_config_passes_nginx_check(tmp_path: Path) -> None:
+    result = nginx_test(gateway_copy(tmp_path, [free_port(), free_port()], free_port()))
+    assert result.returncode == 0, result.stderr
+    assert "syntax is ok" in result.stderr and "test is successful" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("mistake", "edit", "message"),
+    [
+        (
+            "a balancing method nginx does not have",
+            lambda s: s.replace("least_conn;", "least_connections;"),
+            'unknown directive "least_connections"',
+        ),
+        (
+            "the consistent hash outside an upstream group",
+            lambda s: s.replace(
+                "listen 127.0.0.1", "hash $http_x_session_affinity consistent;\n        listen 127.0.0.1"
+            ),
+            '"hash" directive is not allowed here',
+        ),
+        ("a missing semicolon", lambda s: s.replace("least_conn;", "least_conn"), "invalid number of arguments"),
+        ("the replica list left out", lambda s: s.replace("include replicas.conf;", "", 1), "no servers are inside"),
+    ],
+)
+def test_broken_copy_fails_nginx_check(tmp_path: Path, mistake: str, edit: Callable[[str], str], message: str) -> None:
+    result = nginx_test(gateway_copy(tmp_path, [free_port(), free_port()], free_port(), edit))
+    assert result.returncode != 0, f"nginx accepted {mistake}"
+    assert message in result.stderr
+
+
+class Replica:
+    """A stand-in for one wai replica: answers with its name, can hold a request open, and streams."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.release = threading.Event()
+        self.holding = threading.Event()
+        replica = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                if self.path == "/stream":
+                    # Second event only once the client has the first: a buffering gateway never delivers it.
+                    self.send_response(200)
+                    self.send_header("content-type", "text/event-stream")
+                    self.send_header("transfer-encoding", "chunked")
+                    self.end_headers()
+                    self.chunk(b"data: first\n\n")
+                    released = replica.release.wait(20)
+                    self.chunk(b"data: second\n\n" if released else b"data: never-released\n\n")
+                    self.chunk(b"")
+                    return
+                if self.path == "/hold":
+                    replica.holding.set()
+                    replica.release.wait(20)
+                body = replica.name.encode()
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def chunk(self, data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_gateway(folder: Path, replicas: list[Replica], edit: Callable[[str], str] = lambda s: s) -> subprocess.Popen:
+    port = free_port()
+    config = gateway_copy(folder, [r.port for r in replicas], port, edit)
+    pid = folder / "nginx.pid"
+    command = [str(NGINX), "-p", str(folder), "-e", "stderr", "-c", str(config), "-g", f"pid {pid}; daemon off;"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=(folder / "nginx.log").open("w"))
+    process.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, (folder / "nginx.log").read_text()
+        try:
+            if httpx.get(f"{process.url}/gateway/healthz", timeout=2).status_code == 200:  # type: ignore[attr-defined]
+                return process
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "nginx did not start"
+        time.sleep(0.1)
+
+
+def stop_gateway(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGQUIT)  # nginx's graceful stop
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def replicas() -> Iterator[list[Replica]]:
+    pair = [Replica("replica-a"), Replica("replica-b")]
+    yield pair
+    for replica in pair:
+        replica.stop()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, replicas: list[Replica]) -> Iterator[str]:
+    process = start_gateway(tmp_path, replicas)
+    yield process.url  # type: ignore[attr-defined]
+    stop_gateway(process)
+
+
+SESSIONS = [f"session-{i}" for i in range(12)]
+
+
+def replicas_per_session(url: str, rounds: int = 4) -> dict[str, set[str]]:
+    """Which replicas answered each session's requests, over several rounds."""
+    seen: dict[str, set[str]] = {s: set() for s in SESSIONS}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for _ in range(rounds):
+            for session in SESSIONS:
+                answer = client.post("/run", json={}, headers={"x-session-affinity": session})
+                assert answer.status_code == 200, answer.text
+                seen[session].add(answer.text)
+    return seen
+
+
+def test_a_session_always_reaches_the_same_replica(gateway: str) -> None:
+    seen = replicas_per_session(gateway)
+    assert all(len(names) == 1 for names in seen.values()), seen
+    # ... and the sessions are shared out between the replicas.
+    assert set().union(*seen.values()) == {"replica-a", "replica-b"}, seen
+
+
+def test_without_the_header_the_least_busy_replica_answers(gateway: str, replicas: list[Replica]) -> None:
+    with httpx.Client(base_url=gateway, timeout=30) as client:
+        # Both replicas answer requests without the header.
+        assert {client.post("/run", json={}).text for _ in range(6)} == {"replica-a", "replica-b"}
+        # One request held open on one replica: every quick request goes to the other one.
+        held: list[str] = []
+        holder = threading.Thread(target=lambda: held.append(client.post("/hold", json={}).text))
+        holder.start()
+        try:
+            deadline = time.monotonic() + 20
+            while not any(r.holding.is_set() for r in replicas):  # nginx counts it from then on
+                assert time.monotonic() < deadline, "the held request reached no replica"
+                time.sleep(0.05)
+            quick = {httpx.post(f"{gateway}/run", json={}, timeout=30).text for _ in range(8)}
+        finally:
+            for replica in replicas:
+                replica.release.set()
+            holder.join(30)
+        assert len(quick) == 1 and quick != set(held), (quick, held)
+
+
+def test_a_broken_hash_key_is_caught(tmp_path: Path, replicas: list[Replica]) -> None:
+    """The stickiness check above fails on a copy that hashes on something other than the header."""
+    process = start_gateway(
+        tmp_path, replicas, lambda s: s.replace("hash $http_x_session_affinity", "hash $request_id")
+    )
+    try:
+        seen = replicas_per_session(process.url)  # type: ignore[attr-defined]
+    finally:
+        stop_gateway(process)
+    assert any(len(names) > 1 for names in seen.values()), seen
+
+
+def read_stream(url: str, replicas: list[Replica]) -> list[str]:
+    events = []
+    with httpx.stream("POST", f"{url}/stream", json={}, headers={"x-session-affinity": "s"}, timeout=60) as answer:
+        for line in answer.iter_lines():
+            if line.startswith("data: "):
+                events.append(line.removeprefix("data: "))
+                for replica in replicas:
+                    replica.release.set()
+    return events
+
+
+def test_streamed_answers_pass_through_unbuffered(gateway: str, replicas: list[Replica]) -> None:
+    assert read_stream(gateway, replicas) == ["first", "second"]
