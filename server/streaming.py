@@ -13,6 +13,8 @@ from server import errors
 from server.config import StreamingConfig
 from server.engine.types import TextDelta
 from server.protocol import openai, workers_ai
+from server.protocol.tools import workers_ai_calls
+from server.serving.tools import AnswerDelta
 
 log = logging.getLogger("wai.streaming")
 
@@ -35,7 +37,8 @@ def padding(config: StreamingConfig) -> str:
 
 
 async def workers_ai_events(deltas: AsyncIterator[TextDelta], config: StreamingConfig) -> AsyncIterator[bytes]:
-    """Token events, then the empty event, the usage event and `[DONE]`, as the hosted service.
+    """Token events, then the empty event, the usage event and `[DONE]`, as the hosted service; a
+    tool call is one event `{"response": "", "tool_calls": [{name, arguments}]}` before the empty one.
 
     `[DONE]` is sent even after an error, since clients treat a stream without it as truncated.
     """
@@ -48,6 +51,9 @@ async def workers_ai_events(deltas: AsyncIterator[TextDelta], config: StreamingC
                 if config.padding:
                     event["p"] = padding(config)
                 yield sse(event)
+            if isinstance(delta, AnswerDelta) and delta.calls:
+                # A call is sent whole once made (its arguments object parsed and checked).
+                yield sse({"response": "", "tool_calls": workers_ai_calls(delta.calls)})
         yield sse({"response": ""})
         yield sse({"response": "", "usage": workers_ai.usage(prompt_tokens, completion_tokens)})
     except errors.WaiError as error:

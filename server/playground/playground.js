@@ -166,9 +166,26 @@ function requestBody(messages) {
   if (adapter) body.lora = adapter;
   if ($("json-mode").checked) {
     const text = $("schema").value.trim();
-    body.response_format = text ? { type: "json_schema", json_schema: JSON.parse(text) } : { type: "json_object" };
+    body.response_format = text ? { type: "json_schema", json_schema: parsed(text, "the JSON schema") } : { type: "json_object" };
+  }
+  if ($("tools-on").checked) {
+    body.tools = parsed($("tools").value, "the tools");
+    body.tool_choice = $("tool-choice").value;
   }
   return body;
+}
+
+function parsed(text, what) {
+  try { return JSON.parse(text); } catch (error) { throw new Error(`${what} is not valid JSON: ${error.message}`); }
+}
+
+function showToolCalls(output, calls) {
+  for (const call of calls) {
+    const shown = document.createElement("code");
+    shown.className = "tool-call";
+    shown.textContent = `${call.name}(${JSON.stringify(call.arguments)})`;
+    output.parentElement.appendChild(shown);
+  }
 }
 
 function addMessage(role, content) {
@@ -196,7 +213,7 @@ async function send(event) {
   clearError();
   let body;
   try { body = { ...requestBody(conversation(text)), stream: true }; } catch (error) {
-    showError(new Error(`the JSON schema is not valid JSON: ${error.message}`));
+    showError(error);
     return;
   }
   $("input").value = "";
@@ -211,6 +228,7 @@ async function send(event) {
   const started = performance.now();
   let firstToken = null;
   let usage = null;
+  const toolCalls = [];
   try {
     const response = await call(aiPath(`/run/${$("model").value}`), {
       method: "POST",
@@ -225,6 +243,10 @@ async function send(event) {
         if (firstToken === null) firstToken = performance.now();
         output.textContent += event.response;
       }
+      if (event.tool_calls && event.tool_calls.length) {
+        showToolCalls(output, event.tool_calls);
+        toolCalls.push(...event.tool_calls);
+      }
       if (event.usage) usage = event.usage;
     }
   } catch (error) {
@@ -232,7 +254,8 @@ async function send(event) {
     else showError(error);
   } finally {
     output.parentElement.removeAttribute("aria-busy");
-    state.history.push({ role: "assistant", content: output.textContent.replace(/ \[stopped\]$/, "") });
+    const said = { role: "assistant", content: output.textContent.replace(/ \[stopped\]$/, "") };
+    state.history.push(toolCalls.length ? { ...said, tool_calls: toolCalls } : said);
     state.controller = null;
     setBusy(false);
     showStats(usage, started, firstToken);
@@ -349,6 +372,7 @@ function init() {
   document.addEventListener("keydown", (event) => { if (event.key === "Escape" && state.controller) stop(); });
   $("model").addEventListener("change", () => selectModel().catch(showError));
   $("json-mode").addEventListener("change", () => { $("schema-row").hidden = !$("json-mode").checked; });
+  $("tools-on").addEventListener("change", () => { $("tools-row").hidden = !$("tools-on").checked; });
   $("clear").addEventListener("click", () => { state.history = []; $("messages").innerHTML = ""; clearError(); });
   $("view-code").addEventListener("click", openCode);
   $("close-code").addEventListener("click", () => $("code-dialog").close());

@@ -28,9 +28,11 @@ from server import errors
 from server.engine.types import TextDelta
 from server.protocol.catalog import Entry
 from server.protocol.sampling import OPENAI_SAMPLING_FIELDS
+from server.protocol.tools import openai_call_deltas, openai_calls
 from server.protocol.workers_ai import MAX_TEXTS_PER_REQUEST
 from server.serving.requests import EmbeddingRequest, OutputFormat, TextRequest
 from server.serving.text import Choice, Completion
+from server.serving.tools import AnswerDelta, tool_use
 
 _JSON_TYPES: dict[str, type] = {"integer": int, "number": float}
 
@@ -85,6 +87,15 @@ class Function(_Request):
 class Tool(_Request):
     type: Literal["function"]
     function: Function
+
+
+class NamedFunction(_Request):
+    name: str
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class JsonSchemaFormat(_Request):
@@ -165,6 +176,9 @@ class ChatCompletionRequest(_SampledRequest):
     top_logprobs: int | None = _bounded("top_logprobs")
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
+    # Whether the tools can be met (a named tool among them, `required` with tools) is serving/tools.py's.
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # accepted; an answer makes at most one call
 
     @field_validator("top_logprobs")
     @classmethod
@@ -240,7 +254,17 @@ def parse(model: type[_Request], body: Any) -> Any:
         first = exc.errors(include_url=False)[0]
         param = ".".join(str(part) for part in first["loc"] if not _is_type_tag(part)) or None
         message = first["msg"].removeprefix("Value error, ")
-        raise errors.bad_input(f"{param}: {message}" if param else message, param=param) from exc
+        code = _openai_code(first["type"])
+        raise errors.bad_input(f"{param}: {message}" if param else message, param=param, openai_code=code) from exc
+
+
+def _openai_code(pydantic_type: str) -> str | None:
+    """OpenAI's code for a parameter that is missing or of the wrong type; none for other bad values."""
+    if pydantic_type == "missing":
+        return errors.MISSING_PARAMETER
+    if pydantic_type.endswith("_type") or pydantic_type == "int_from_float":
+        return errors.WRONG_TYPE
+    return None
 
 
 def _is_type_tag(part: Any) -> bool:
@@ -250,13 +274,19 @@ def _is_type_tag(part: Any) -> bool:
 
 def text_request(chat: ChatCompletionRequest) -> TextRequest:
     """The same neutral request the Workers AI endpoint builds."""
+    output = _output_format(chat.response_format)
+    tools = None if chat.tools is None else [tool.model_dump(exclude_none=True) for tool in chat.tools]
     return TextRequest(
         messages=[message.model_dump(exclude_none=True) for message in chat.messages],
-        tools=None if chat.tools is None else [tool.model_dump(exclude_none=True) for tool in chat.tools],
+        tools=tool_use(tools, _dumped(chat.tool_choice), output),
         sampling=chat.sampling(logprobs=(chat.top_logprobs or 0) if chat.logprobs else None),
-        output=_output_format(chat.response_format),
+        output=output,
         stream=chat.stream,
     )
+
+
+def _dumped(value: Any) -> Any:
+    return value.model_dump() if isinstance(value, BaseModel) else value
 
 
 def completion_text_request(completion: CompletionRequest) -> TextRequest:
@@ -389,9 +419,12 @@ class ChatFormat(_AnswerFormat):
         return {"content": logprobs_content(positions, self.top_logprobs)}
 
     def whole_choice(self, choice: Choice) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": choice.text}
+        if choice.tool_calls:
+            message.update(content=None, tool_calls=openai_calls(choice.tool_calls))
         return {
             "index": choice.index,
-            "message": {"role": "assistant", "content": choice.text},
+            "message": message,
             "logprobs": self._logprobs(choice.logprobs),
             "finish_reason": choice.finish_reason or "stop",
         }
@@ -403,6 +436,8 @@ class ChatFormat(_AnswerFormat):
             message["role"] = "assistant"
         if delta.text or "role" in message:
             message["content"] = delta.text
+        if isinstance(delta, AnswerDelta) and delta.pieces:
+            message["tool_calls"] = openai_call_deltas(delta.pieces)
         logprobs = self._logprobs(delta.logprobs)
         if not (message or delta.finish_reason or (logprobs and logprobs["content"])):
             return None
@@ -444,9 +479,19 @@ class CompletionFormat(_AnswerFormat):
 
 
 def error_body(error: errors.WaiError) -> dict[str, Any]:
+    """OpenAI's error object: its own code and words where its API has them (server/errors.py)."""
     return {
-        "error": {"message": error.message, "type": error.openai_type, "param": error.param, "code": str(error.code)}
+        "error": {
+            "message": error.openai_message or error.message,
+            "type": error.openai_type,
+            "param": error.param,
+            "code": error.openai_code or str(error.code),
+        }
     }
+
+
+def error_status(error: errors.WaiError) -> int:
+    return error.openai_status or error.status
 
 
 def embedding_list(vectors: list[list[float]], encoding_format: str, model: str, prompt_tokens: int) -> dict[str, Any]:

@@ -13,9 +13,11 @@ from typing import Any
 from server import errors
 from server.config import ModelConfig
 from server.protocol.sampling import SAMPLING_FIELDS, integer_fields
+from server.protocol.tools import workers_ai_calls
 from server.protocol.validation import validate
 from server.serving.requests import EmbeddingRequest, OutputFormat, RunOptions, TextRequest
 from server.serving.text import Completion
+from server.serving.tools import tool_use
 
 _STRING = {"type": "string"}
 _BOOLEAN = {"type": "boolean"}
@@ -206,13 +208,16 @@ def parse_run_input(body: Any, query: Mapping[str, str] | None = None) -> TextRe
         raise errors.bad_input(", ".join(problems))
     # JSON allows 5.0 for an integer; the engine wants 5.
     sampling = {name: int(body[name]) if name in _INTEGERS else body[name] for name in SAMPLING_FIELDS if name in body}
+    output = _output_format(body.get("response_format"))
+    raw = body.get("raw", False)
     return TextRequest(
         prompt=body.get("prompt"),
         messages=body.get("messages"),
-        raw=body.get("raw", False),
-        tools=body.get("tools"),
+        raw=raw,
+        # tool_choice is OpenAI's, outside the hosted schema; LangChain's Cloudflare model sends it here.
+        tools=tool_use(body.get("tools"), body.get("tool_choice"), output, raw),
         sampling=sampling,
-        output=_output_format(body.get("response_format")),
+        output=output,
         lora=body.get("lora"),
         stream=body.get("stream", False),
         options=run_options(body.get("options"), query or {}),
@@ -235,11 +240,13 @@ def _output_format(response_format: dict[str, Any] | None) -> OutputFormat:
 
 
 def text_result(completion: Completion, json_mode: bool) -> dict[str, Any]:
-    """A run endpoint's text result: the first choice, parsed in JSON mode, with its usage."""
-    text = completion.choices[0].text
+    """A run endpoint's text result: the first choice, parsed in JSON mode, with its usage. When the
+    model called a tool, `response` is empty and `tool_calls` holds the call."""
+    choice = completion.choices[0]
+    text = choice.text
     return {
         "response": json_response(text) if json_mode else text,
-        "tool_calls": [],
+        "tool_calls": workers_ai_calls(choice.tool_calls),
         "usage": usage(completion.prompt_tokens, completion.completion_tokens),
     }
 

@@ -8,6 +8,7 @@ import jinja2
 
 from server import errors
 from server.serving.requests import TextRequest
+from server.serving.tools import conversation
 
 
 def render_prompt(tokenizer: Any, request: TextRequest) -> list[int]:
@@ -17,20 +18,14 @@ def render_prompt(tokenizer: Any, request: TextRequest) -> list[int]:
         text = request.prompt if request.prompt is not None else "\n".join(m["content"] for m in request.messages or [])
         return tokenizer.encode(text)
     messages = request.messages if request.messages is not None else [{"role": "user", "content": request.prompt}]
-    kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": False}
-    if request.tools:
-        kwargs["tools"] = [as_openai_tool(tool) for tool in request.tools]
+    # Tools are described in the system message by wai itself (serving/tools.py), the same for every
+    # template: Llama 3 8B Instruct's own template knows no tools.
     try:
-        text = tokenizer.apply_chat_template(messages, **kwargs)
+        text = tokenizer.apply_chat_template(
+            conversation(messages, request.tools), add_generation_prompt=True, tokenize=False
+        )
     except (jinja2.TemplateError, ValueError) as exc:
         # Templates reject some conversations (empty, roles that do not alternate): the client's input.
         raise errors.bad_input(f"the chat template rejected the messages: {exc}", param="messages") from exc
     # The template already wrote the special tokens (BOS, headers); do not add them twice.
     return tokenizer.encode(text, add_special_tokens=False)
-
-
-def as_openai_tool(tool: dict[str, Any]) -> dict[str, Any]:
-    """Workers AI accepts legacy `{name, description, parameters}` tools; templates expect OpenAI's shape."""
-    if tool.get("type") == "function" and "function" in tool:
-        return tool
-    return {"type": "function", "function": tool}

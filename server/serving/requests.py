@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from server.serving.tools import ToolUse
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class TextRequest:
     prompt: str | None = None
     messages: list[dict[str, Any]] | None = None
     raw: bool = False
-    tools: list[dict[str, Any]] | None = None
+    tools: ToolUse | None = None  # the tools offered and tool_choice (serving/tools.py)
     sampling: Mapping[str, Any] = field(default_factory=dict)
     output: OutputFormat = field(default_factory=OutputFormat)
     lora: str | None = None

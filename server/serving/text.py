@@ -19,6 +19,7 @@ from server.serving.lora import AdapterStore
 from server.serving.prompts import render_prompt
 from server.serving.requests import TextRequest
 from server.serving.sampling import engine_choices, generation_params
+from server.serving.tools import AnswerDelta, ToolCall, answer_format, read_answers
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Choice:
     completion_tokens: int = 0
     finish_reason: str | None = None
     logprobs: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)  # then `text` is empty
 
 
 @dataclass
@@ -82,17 +84,28 @@ class TextService:
             prompt_token_ids = await self.engine.with_tokenizer(render_prompt, request)
         if not prompt_token_ids:
             raise errors.bad_input("the prompt is empty after rendering", param="messages")
-        params = generation_params(request.sampling, request.output, self.model, request.options.background)
+        # With tools, the answer is decoded as a call or text (serving/tools.py).
+        output = answer_format(request.tools) if request.tools is not None and request.tools.active else request.output
+        params = generation_params(request.sampling, output, self.model, request.options.background)
         requested = len(prompt_token_ids) + params.max_tokens
         if requested > self.model.context_window:
-            raise errors.context_window_exceeded(requested, self.model.context_window)
+            too_long = "prompt" if request.prompt is not None else "messages"
+            raise errors.context_window_exceeded(
+                requested, self.model.context_window, too_long, prompt_tokens=len(prompt_token_ids)
+            )
         params, copies = engine_choices(params)
         return PreparedText(request, prompt_token_ids, params, copies, adapter)
 
-    async def stream(self, prepared: PreparedText, request_id: str) -> AsyncGenerator[TextDelta, None]:
-        """Deltas as the engine makes them, one index per client choice; closing this early aborts
-        the engine request, whose id is `request_id` (the `cf-ai-req-id` the client sees). 429 before
-        the engine sees it when the model has no place for it (serving/admission.py)."""
+    def stream(self, prepared: PreparedText, request_id: str) -> AsyncGenerator[TextDelta, None]:
+        """Deltas as the engine makes them, one index per client choice (with tools, read back as
+        text and calls: AnswerDelta); closing this early aborts the engine request, whose id is
+        `request_id` (the `cf-ai-req-id` the client sees). 429 before the engine sees it when the
+        model has no place for it (serving/admission.py)."""
+        deltas = self._generate(prepared, request_id)
+        tools = prepared.request.tools
+        return read_answers(deltas, tools) if tools is not None and tools.active else deltas
+
+    async def _generate(self, prepared: PreparedText, request_id: str) -> AsyncGenerator[TextDelta, None]:
         prompt_tokens, reject_if_busy = len(prepared.prompt_token_ids), prepared.request.options.reject_if_busy
         with self.admission.admit(prompt_tokens, reject_if_busy) as place, engine_errors():
             deltas = self.engine.generate(prepared.prompt_token_ids, prepared.params, request_id, prepared.adapter)
@@ -116,5 +129,7 @@ async def collect(prepared: PreparedText, deltas: AsyncIterator[TextDelta]) -> C
         choice.completion_tokens = delta.completion_tokens
         choice.finish_reason = delta.finish_reason or choice.finish_reason
         choice.logprobs += delta.logprobs
+        if isinstance(delta, AnswerDelta):
+            choice.tool_calls += delta.calls
         completion.cached_tokens = delta.cached_tokens
     return completion

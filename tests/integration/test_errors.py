@@ -239,6 +239,6 @@ def test_odd_input_never_yields_a_500(client, server, body, stream):
     response = client.post(server.run_url(), content=json.dumps(body), timeout=60)
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
-        assert response.json()["errors"][0]["code"] in (5006, 5021, 3030)
+        assert response.json()["errors"][0]["code"] in (5006, 5021, 3030, 3031)  # 3031: a tool call cut short
     elif stream:
         assert response.text.endswith("data: [DONE]\n\n")
