@@ -19,6 +19,11 @@ class WaiError(Exception):
     openai_type: str = "invalid_request_error"
     param: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Where OpenAI's own API answers the same mistake otherwise, what the /v1 routes answer instead:
+    # its status, its `code` (else the Workers AI code, as a string) and its message.
+    openai_status: int | None = None
+    openai_code: str | None = None
+    openai_message: str | None = None
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
@@ -27,16 +32,25 @@ class WaiError(Exception):
 AI_PREFIX = "AiError: "
 
 
-def bad_input(validator_message: str, param: str | None = None) -> WaiError:
-    return WaiError(400, 5006, f"{AI_PREFIX}Bad input: Error: {validator_message}", param=param)
+# OpenAI's codes for a parameter missing and one of the wrong type (`bad_input`'s openai_code).
+MISSING_PARAMETER = "missing_required_parameter"
+WRONG_TYPE = "invalid_type"
+
+
+def bad_input(validator_message: str, param: str | None = None, openai_code: str | None = None) -> WaiError:
+    return WaiError(
+        400, 5006, f"{AI_PREFIX}Bad input: Error: {validator_message}", param=param, openai_code=openai_code
+    )
 
 
 def unknown_model(model: str) -> WaiError:
-    return WaiError(400, 5007, f"No such model {model} or task", param="model", openai_type="not_found_error")
+    return WaiError(
+        400, 5007, f"No such model {model} or task", param="model", openai_status=404, openai_code="model_not_found"
+    )
 
 
 def no_route() -> WaiError:
-    return WaiError(400, 7000, "No route for that URI", openai_type="not_found_error")
+    return WaiError(400, 7000, "No route for that URI", openai_status=404)
 
 
 def authentication_error() -> WaiError:
@@ -44,18 +58,32 @@ def authentication_error() -> WaiError:
         401,
         10000,
         "Authentication error",
-        openai_type="authentication_error",
         headers={"WWW-Authenticate": "Bearer"},
+        openai_code="invalid_api_key",
     )
 
 
-def context_window_exceeded(requested_tokens: int, context_window: int, param: str = "max_tokens") -> WaiError:
+def context_window_exceeded(
+    requested_tokens: int, context_window: int, param: str = "messages", prompt_tokens: int | None = None
+) -> WaiError:
+    """`param` names what is too long: the messages or the prompt, of which `prompt_tokens` are the
+    prompt's and the rest max_tokens; or an embedding's input (nothing generated)."""
+    asked, cut = f"{requested_tokens} tokens in the {param}", param
+    if prompt_tokens is not None:
+        completion_tokens = requested_tokens - prompt_tokens
+        asked = f"{requested_tokens} tokens ({prompt_tokens} in the {param}, {completion_tokens} in the completion)"
+        cut = f"{param} or completion"
     return WaiError(
         413,
         5021,
         f"{AI_PREFIX}The estimated number of input and maximum output tokens ({requested_tokens}) "
         f"exceeded this model context window limit ({context_window})",
         param=param,
+        # OpenAI's and vLLM's answer, whose words LangChain and LiteLLM look for.
+        openai_status=400,
+        openai_code="context_length_exceeded",
+        openai_message=f"This model's maximum context length is {context_window} tokens. "
+        f"However, you requested {asked}. Please reduce the length of the {cut}.",
     )
 
 
@@ -69,11 +97,13 @@ def request_aborted() -> WaiError:
 
 def capacity_exceeded() -> WaiError:
     # The model's queue is full (or busy, with rejectIfBusy): refused at once rather than queued.
+    # Overload is a 429 on every protocol, as the hosted service answers it; OpenAI's SDKs retry a 429
+    # after Retry-After. The type tells it apart from a key's own rate limit (`requests`).
     return WaiError(
         429,
         3040,
         "Capacity temporarily exceeded, please try again.",
-        openai_type="rate_limit_error",
+        openai_type="server_error",
         headers={"Retry-After": "1"},
     )
 
@@ -88,8 +118,10 @@ def key_limited(retry_after_s: int) -> WaiError:
         429,
         3040,
         "Capacity temporarily exceeded, please try again.",
-        openai_type="rate_limit_error",
         headers={"Retry-After": str(retry_after_s)},
+        openai_type="requests",  # OpenAI's type for a requests-per-minute limit
+        openai_code="rate_limit_exceeded",
+        openai_message=f"Rate limit reached for requests on this API key. Please try again in {retry_after_s}s.",
     )
 
 
@@ -105,7 +137,7 @@ def service_unavailable() -> WaiError:
 
 
 def lora_not_supported(model: str) -> WaiError:
-    return WaiError(405, 5005, f"The model {model} does not support LoRa inference", param="lora")
+    return WaiError(405, 5005, f"The model {model} does not support LoRa inference", param="lora", openai_status=400)
 
 
 def finetune_missing_files() -> WaiError:
@@ -123,7 +155,8 @@ def unknown_adapter(adapter: str, model: str) -> WaiError:
         3041,
         f"{AI_PREFIX}No such fine-tune {adapter} for model {model}",
         param="lora",
-        openai_type="not_found_error",
+        openai_status=404,  # on /v1 the fine-tune is the model
+        openai_code="model_not_found",
     )
 
 
@@ -150,6 +183,45 @@ def finetune_failed_to_load(reason: str) -> WaiError:
 # The hosted service has no fixed code for this one; 3030 is ours.
 def json_mode_failed() -> WaiError:
     return WaiError(400, 3030, f"{AI_PREFIX}JSON Mode couldn't be met", param="response_format")
+
+
+# Tool calls (server/serving/tools.py): bad tools are bad input; 3031 is ours.
+def invalid_tools(reason: str, param: str = "tools") -> WaiError:
+    return bad_input(reason, param=param)
+
+
+def tool_call_not_met() -> WaiError:
+    # Structured decoding makes every complete call match its tool; one cut short is never sent.
+    return WaiError(
+        400,
+        3031,
+        f"{AI_PREFIX}Tool call couldn't be met: the call was cut short by max_tokens",
+        param="max_tokens",
+    )
+
+
+# The async batch API (`queueRequest`); 3045 and 3046 are ours.
+def batch_too_many_items(count: int, limit: int) -> WaiError:
+    return bad_input(f"a batch holds at most {limit} requests, not {count}", param="requests")
+
+
+def batch_too_large(limit_bytes: int) -> WaiError:
+    return WaiError(413, 3006, f"Request is too large: a batch's requests may be at most {limit_bytes} bytes")
+
+
+def batch_not_found(request_id: str) -> WaiError:
+    return WaiError(404, 3045, f"No such batch request {request_id}", openai_type="not_found_error")
+
+
+def batch_jobs_full(limit: int) -> WaiError:
+    # Jobs kept (unfinished, or finished with results not yet expired) are at batch.max_jobs.
+    return WaiError(
+        429,
+        3046,
+        f"Too many batch jobs kept ({limit}): try again once older ones finish and their results expire",
+        openai_type="rate_limit_error",
+        headers={"Retry-After": "60"},
+    )
 
 
 def internal_error() -> WaiError:

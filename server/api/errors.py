@@ -1,7 +1,8 @@
 """One place that turns every failure into an answer in the caller's protocol.
 
 `WaiError` carries the status, code and message (server/errors.py); this module only renders it:
-Workers AI's envelope for `/client/v4/...`, OpenAI's `{"error": {...}}` for the `/v1` APIs.
+Workers AI's envelope for `/client/v4/...`, OpenAI's `{"error": {...}}` for the `/v1` APIs, and
+`{internalCode, message, name, description}` for the Workers binding's routes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from server import errors
-from server.protocol import openai, workers_ai
+from server.protocol import binding, openai, workers_ai
 
 log = logging.getLogger("wai.errors")
 
@@ -25,19 +26,32 @@ log = logging.getLogger("wai.errors")
 OPENAI_PATH = re.compile(r"^/(v1|client/v4/accounts/[^/]*/ai/v1)/")
 
 
+# The Workers binding's paths (api/binding.py): the runtime's own, and wrangler's remote form.
+BINDING_PATH = re.compile(r"^/(run|ai-gateway/run|ai-api/.*|client/v4/accounts/[^/]*/ai/run/proxy)$")
+
+
 def is_openai_path(path: str) -> bool:
     return OPENAI_PATH.match(path) is not None
+
+
+def is_binding_path(path: str) -> bool:
+    return BINDING_PATH.match(path) is not None
 
 
 def render(request: Request, error: errors.WaiError) -> JSONResponse:
     record = getattr(request.state, "record", None)  # api/recording.py; none on /metrics and probes
     if record is not None:
         record.fail(error)
+    status, headers = error.status, error.headers
     if is_openai_path(request.url.path):
-        body = openai.error_body(error)
+        body, status = openai.error_body(error), openai.error_status(error)
+    elif is_binding_path(request.url.path):
+        body = binding.failure(error)
+        if record is not None:  # the runtime keeps it as `env.AI.lastRequestId`, failed or not
+            headers = {**headers, "cf-ai-req-id": record.request_id}
     else:
         body = workers_ai.failure(error)
-    return JSONResponse(body, status_code=error.status, headers=error.headers)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install(app: FastAPI) -> None:

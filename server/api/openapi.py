@@ -60,7 +60,8 @@ WORKERS_AI_ERROR: Schema = {
 
 OPENAI_ERROR: Schema = {
     "title": "OpenAiError",
-    "description": "Every OpenAI error: `code` is the Workers AI error code, as a string.",
+    "description": "Every OpenAI error: `code` is OpenAI's own code where its API has one for the error "
+    "(context_length_exceeded, model_not_found, ...), else the Workers AI error code, as a string.",
     "type": "object",
     "properties": {
         "error": {

@@ -19,7 +19,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import errors
-from server.api.errors import is_openai_path
+from server.api.errors import is_binding_path, is_openai_path
 from server.lifecycle import Deadline, Lifecycle
 from server.records import OPENAI, WORKERS_AI, RequestRecord
 
@@ -56,7 +56,7 @@ class RecordRequests:
         return str(uuid.uuid4())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(API_PREFIXES):
+        if scope["type"] != "http" or not (scope["path"].startswith(API_PREFIXES) or is_binding_path(scope["path"])):
             await self.app(scope, receive, send)
             return
         protocol = OPENAI if is_openai_path(scope["path"]) else WORKERS_AI

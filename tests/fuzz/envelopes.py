@@ -79,8 +79,8 @@ def openai_problems(body: Any) -> list[str]:
         problems.append("type is not a non-empty string")
     if error["param"] is not None and not isinstance(error["param"], str):
         problems.append("param is neither a string nor null")
-    if not isinstance(error["code"], str) or not error["code"].isdigit():
-        problems.append(f"code is not the error code as a string: {error['code']!r}")
+    if not isinstance(error["code"], str) or not re.fullmatch(r"[0-9]+|[a-z_]+", error["code"]):
+        problems.append(f"code is neither OpenAI's code nor the error code as a string: {error['code']!r}")
     return problems
 
 

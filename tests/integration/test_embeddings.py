@@ -107,7 +107,8 @@ def test_text_over_the_window_is_refused_not_cut(client, server):
     response = client.post(server.run_url(MODEL), json={"text": long_text})
     assert response.status_code == 413 and response.json()["errors"][0]["code"] == 5021
     response = client.post(PATHS[0], json={"model": MODEL, "input": ["short", long_text]})
-    assert response.status_code == 413 and response.json()["error"]["param"] == "input"
+    assert response.status_code == 400 and response.json()["error"]["param"] == "input"
+    assert response.json()["error"]["code"] == "context_length_exceeded"
 
 
 def test_openai_embedding_errors(client):
@@ -120,4 +121,4 @@ def test_openai_embedding_errors(client):
         assert response.status_code == 400, response.text
         assert response.json()["error"]["param"] == param
     response = client.post(PATHS[0], json={"model": STAND_IN, "input": "a"})
-    assert response.status_code == 400 and response.json()["error"]["code"] == "5007"
+    assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"

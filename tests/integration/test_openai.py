@@ -339,18 +339,30 @@ def test_top_logprobs_range(client):
     assert error["param"] == "top_logprobs"
 
 
-def test_context_window_is_413(client):
-    error = openai_error(chat(client, {"max_tokens": 7960}), 413)
-    assert error["code"] == "5021" and "context window limit (7968)" in error["message"]
-    assert error["param"] == "max_tokens"
-    error = openai_error(chat(client, {"max_completion_tokens": 7960}), 413)
-    assert error["code"] == "5021"
+def test_context_window_is_openais_context_length_exceeded(client):
+    error = openai_error(chat(client, {"max_tokens": 7960}), 400)
+    assert (error["code"], error["type"], error["param"]) == (
+        "context_length_exceeded",
+        "invalid_request_error",
+        "messages",
+    )
+    assert error["message"].startswith("This model's maximum context length is 7968 tokens. However, you requested ")
+    error = openai_error(chat(client, {"max_completion_tokens": 7960}), 400)
+    assert error["code"] == "context_length_exceeded"
+
+
+def test_missing_and_wrongly_typed_fields_have_openais_codes(client):
+    error = openai_error(client.post(PATHS[1], json={"model": STAND_IN}), 400)
+    assert (error["code"], error["param"]) == ("missing_required_parameter", "messages")
+    error = openai_error(chat(client, {"max_tokens": "16"}), 400)
+    assert (error["code"], error["param"]) == ("invalid_type", "max_tokens")
 
 
 def test_unknown_model_and_wrong_task(client):
     for model in ("@cf/nobody/nothing", EMBEDDING_MODEL):
-        error = openai_error(client.post(PATHS[1], json={"model": model, "messages": QUESTION}), 400)
+        error = openai_error(client.post(PATHS[1], json={"model": model, "messages": QUESTION}), 404)
         assert error["message"] == f"No such model {model} or task" and error["param"] == "model"
+        assert (error["code"], error["type"]) == ("model_not_found", "invalid_request_error")
 
 
 def test_auth_is_required(server):
@@ -358,7 +370,8 @@ def test_auth_is_required(server):
         response = httpx.post(
             server.base_url + PATHS[1], json={"model": STAND_IN, "messages": QUESTION}, headers=headers
         )
-        assert openai_error(response, 401)["type"] == "authentication_error"
+        error = openai_error(response, 401)
+        assert (error["code"], error["type"]) == ("invalid_api_key", "invalid_request_error")
 
 
 def test_not_json_is_400(client):

@@ -82,8 +82,9 @@ def test_errors_raise_the_sdk_exceptions(sdk, server):
     with pytest.raises(openai.BadRequestError) as caught:
         sdk.chat.completions.create(model=STAND_IN, messages=QUESTION, temperature=3)
     assert caught.value.body["param"] == "temperature"
-    with pytest.raises(openai.BadRequestError, match="No such model"):
+    with pytest.raises(openai.NotFoundError, match="No such model") as missing:
         sdk.chat.completions.create(model="@cf/nobody/nothing", messages=QUESTION)
+    assert missing.value.code == "model_not_found"
     with openai.OpenAI(base_url=str(sdk.base_url), api_key="wrong", max_retries=0) as anonymous:
         with pytest.raises(openai.AuthenticationError):
             anonymous.models.list()
@@ -101,3 +102,20 @@ def test_embeddings(sdk):
 def test_models_list(sdk):
     ids = [model.id for model in sdk.models.list()]
     assert STAND_IN in ids and EMBEDDING_MODEL in ids
+
+
+def test_a_prompt_over_the_context_window_is_the_sdks_bad_request_with_openais_code(sdk):
+    # What LangChain and LiteLLM look for to trim a conversation: status 400, this code and these words.
+    for create, too_long in (
+        (lambda: sdk.chat.completions.create(model=STAND_IN, messages=QUESTION, max_tokens=7968), "messages"),
+        (lambda: sdk.completions.create(model=STAND_IN, prompt="Once upon a time", max_tokens=7968), "prompt"),
+    ):
+        with pytest.raises(openai.BadRequestError) as caught:
+            create()
+        assert (caught.value.status_code, caught.value.code, caught.value.param) == (
+            400,
+            "context_length_exceeded",
+            too_long,
+        )
+        assert caught.value.type == "invalid_request_error"
+        assert "This model's maximum context length is 7968 tokens" in caught.value.message

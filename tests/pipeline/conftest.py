@@ -111,8 +111,9 @@ def workers_ai_error(response: httpx.Response, status: int, code: int) -> str:
     return error["message"]
 
 
-def openai_error(response: httpx.Response, status: int, code: int) -> dict[str, Any]:
-    """An OpenAI error object, after checking its status, code and shape."""
+def openai_error(response: httpx.Response, status: int, code: int | str) -> dict[str, Any]:
+    """An OpenAI error object, after checking its status, code (OpenAI's own, or the Workers AI code as a
+    string) and shape."""
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}

@@ -21,11 +21,13 @@ def flood(served, requests: list[tuple[str, dict]]) -> list[httpx.Response]:
 
 
 def refused(response: httpx.Response) -> bool:
+    """Out of capacity: 429 / 3040 on every protocol, in each one's error format."""
+    openai = response.request.url.path.startswith("/v1/")
     if response.status_code != 429:
         return False
     assert response.headers["retry-after"] == "1"
-    if response.request.url.path.startswith("/v1/"):
-        return response.json()["error"]["code"] == "3040" and response.json()["error"]["type"] == "rate_limit_error"
+    if openai:
+        return response.json()["error"]["code"] == "3040" and response.json()["error"]["type"] == "server_error"
     return response.json()["errors"][0] == {"code": 3040, "message": "Capacity temporarily exceeded, please try again."}
 
 

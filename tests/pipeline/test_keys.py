@@ -45,7 +45,7 @@ def test_a_scoped_key_opens_only_its_part(keyed):
         assert client.get(finetunes, headers=bearer("finetunes-only")).status_code == 200
         assert client.post(run_path(), json={"prompt": "Hi"}, headers=bearer("finetunes-only")).status_code == 401
         chat = client.post(CHAT, json={"model": TEXT_MODEL, "messages": QUESTION}, headers=bearer("finetunes-only"))
-        assert chat.status_code == 401 and chat.json()["error"]["code"] == "10000"
+        assert chat.status_code == 401 and chat.json()["error"]["code"] == "invalid_api_key"
 
 
 def test_requests_per_minute(keyed):

@@ -79,11 +79,11 @@ def test_failures_are_counted_with_their_code(client, engine):
     engine.fail(EngineRejected, "no")
     assert ask(client, "run").status_code == 400
     assert ask(client, "chat", {"stream": True}).status_code == 400
-    assert ask(client, "chat", model="@cf/test/nope").status_code == 400
+    assert ask(client, "chat", model="@cf/test/nope").status_code == 404  # OpenAI's model_not_found
     counted = scrape(client) - before
     for label in ("workers_ai", "openai"):
         assert counted.value("wai_requests_total", model=TEXT_MODEL, protocol=label, status="400", code="5006") == 1
     # Before a model is resolved, the request counts under model "none".
-    assert counted.value("wai_requests_total", model="none", protocol="openai", status="400", code="5007") == 1
+    assert counted.value("wai_requests_total", model="none", protocol="openai", status="404", code="5007") == 1
     assert counted.value("wai_generation_tokens_total") == 0
     assert scrape(client).value("wai_requests_in_flight", model=TEXT_MODEL) == 0

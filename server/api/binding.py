@@ -1,0 +1,79 @@
+"""The Workers binding routes: a Worker's `env.AI.run(model, inputs, options)`, answered by wai.
+
+Cloudflare's runtime (workerd's `cloudflare-internal:ai-api` module) posts the call to the binding's
+fetcher as `POST /run?version=3` (`/ai-gateway/run?version=3` with a `gateway` option, which wai
+ignores), the model in `cf-consn-model-id`, the body `{"inputs": {...}, "options": {...}}`, and reads
+the request id from `cf-ai-req-id`; `env.AI.models()` is `GET /ai-api/models/search`. `wrangler dev`
+forwards the same calls to `/client/v4/accounts/{account_id}/ai/run/proxy`, keeping the method and
+sending the original URL in `X-Forwarded`.
+
+An answer is the run endpoint's without the envelope (protocol/binding.py): the same pipeline runs it
+(api/workers_ai.py's `run_inputs`). Errors are rendered for the runtime by api/errors.py. These routes
+are the runtime's own protocol, not an API to call by hand, so they stay out of /openapi.json.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from server import errors
+from server.api.common import accepting_requests, read_json_body
+from server.api.pipeline import resolve
+from server.api.workers_ai import run_inputs, search_models
+from server.auth import require_api_key
+from server.protocol import binding
+
+router = APIRouter(dependencies=[Depends(require_api_key), Depends(accepting_requests)], include_in_schema=False)
+
+RUN_PATHS = ("/run", "/ai-gateway/run")
+MODELS_PATH = "/ai-api/models/search"
+
+
+@router.post("/run")
+@router.post("/ai-gateway/run")
+async def binding_run(request: Request) -> Response:
+    return await run_call(request)
+
+
+# `env.AI.models(params)`: the catalog's search, whose `result` the runtime returns.
+router.get(MODELS_PATH)(search_models)
+
+
+@router.api_route("/client/v4/accounts/{account_id}/ai/run/proxy", methods=["GET", "POST"])
+async def remote_binding(account_id: str, request: Request):
+    """wrangler's remote form: the call it forwards, told apart by the original URL's path."""
+    original = urlsplit(request.headers.get(binding.FORWARDED_HEADER, ""))
+    if request.method == "POST" and original.path in ("", *RUN_PATHS):
+        return await run_call(request)
+    if request.method == "GET" and original.path == MODELS_PATH:
+        query = dict(parse_qsl(original.query))
+        return await search_models(
+            request,
+            search=query.get("search"),
+            task=query.get("task"),
+            author=query.get("author"),
+            page=_count(query, "page", most=None),
+            per_page=_count(query, "per_page", most=1000),
+        )
+    raise errors.no_route()
+
+
+async def run_call(request: Request) -> Response:
+    """One `env.AI.run`: its model from the header, its inputs run as the run endpoint runs them."""
+    model = request.headers.get(binding.MODEL_HEADER)
+    if not model:
+        raise errors.bad_input(f"the {binding.MODEL_HEADER} header must name the model", param="model")
+    route = resolve(request, model)
+    inputs, options = binding.call(await read_json_body(request))
+    return await run_inputs(request, route, binding.as_run_body(inputs, options), enveloped=False)
+
+
+def _count(query: dict[str, str], name: str, most: int | None) -> int:
+    """A paging parameter of the forwarded URL: a whole number from 1 (to `most`); 1, 50 when not sent."""
+    sent = query.get(name, "1" if name == "page" else "50")
+    if not sent.isdigit() or int(sent) < 1 or (most is not None and int(sent) > most):
+        raise errors.bad_input(f"'/{name}' must be a whole number from 1" + (f" to {most}" if most else ""), param=name)
+    return int(sent)
