@@ -11,10 +11,11 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from server import metrics
+from server.api import binding, finetunes, openai, openapi, ops, playground, workers_ai
 from server.api import errors as api_errors
-from server.api import finetunes, openai, openapi, ops, playground, workers_ai
 from server.api.recording import RecordRequests
 from server.auth import KeyRing
+from server.batch.jobs import BatchJobs
 from server.config import ModelConfig, Settings
 from server.engine.types import EmbeddingEngine, Engines, TextEngine
 from server.lifecycle import Lifecycle
@@ -100,12 +101,15 @@ async def run_engines(registry: ModelRegistry, lifecycle: Lifecycle, every_s: fl
 def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     registry = build_registry(settings, engines or VllmEngines())
     lifecycle = Lifecycle(settings.limits.drain_timeout_s)
+    batch = BatchJobs(settings, registry, lifecycle)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Serve /healthz and /readyz (503) while the engines load in the background.
         engines = asyncio.create_task(run_engines(registry, lifecycle))
+        batch.start()  # queued batch items run once the engines are ready
         yield
+        await batch.stop()  # items still running go back to the queue, for the next start
         engines.cancel()
         for service in registry.services:
             await service.engine.stop()
@@ -115,6 +119,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
     app.state.registry = registry
     app.state.adapters = registry.adapters
     app.state.lifecycle = lifecycle
+    app.state.batch = batch
     app.state.keys = KeyRing(settings)
     api_errors.install(app)
     app.add_middleware(
@@ -124,6 +129,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
         log_prompts=settings.log_prompts,
     )
     app.include_router(ops.router)
+    app.include_router(binding.router)  # before the run route, whose {model:path} would take `run/proxy`
     app.include_router(workers_ai.router)
     app.include_router(openai.router)
     app.include_router(finetunes.router)

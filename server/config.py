@@ -152,6 +152,17 @@ class MetricsConfig(BaseModel):
     api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
+class BatchConfig(BaseModel):
+    """The async batch API (`queueRequest`): where jobs are kept and how much they may hold."""
+
+    db_path: Path | None = Field(None, description="the SQLite file of jobs; default: <cache_dir>/batch.sqlite3")
+    max_items_per_job: int = Field(500, ge=1)
+    max_payload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="a job's requests, as JSON")
+    max_jobs: int = Field(1000, ge=1, description="jobs kept at once, unfinished or with results not yet expired")
+    result_retention_s: float = Field(24 * 3600, gt=0, description="how long a finished job's results are kept")
+    concurrency: int = Field(4, ge=1, description="batch items on the engine at once; the rest wait in the store")
+
+
 Scope = Literal["models", "finetunes"]
 ALL_SCOPES: list[Scope] = ["models", "finetunes"]
 
@@ -190,6 +201,7 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
     # Put prompt and output text in the per-request log line. Off by default: prompts are user data.
     log_prompts: bool = False
     models: list[ModelConfig] = Field(default_factory=list)
@@ -210,6 +222,10 @@ class Settings(BaseSettings):
     @property
     def adapter_store_dir(self) -> Path:
         return self.adapters_dir if self.adapters_dir is not None else self.cache_dir / "adapters"
+
+    @property
+    def batch_db_path(self) -> Path:
+        return self.batch.db_path if self.batch.db_path is not None else self.cache_dir / "batch.sqlite3"
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> Settings:

@@ -108,6 +108,14 @@ ENGINE_READY = Gauge(
     "1 while the model's engine answers; 0 while it starts and after it died.",
     MODEL,
 )
+BATCH_ITEMS = Counter(
+    "wai_batch_items",
+    "Async batch items, apart from interactive requests: success, error (failed alone), requeued (to run again).",
+    ("model", "outcome"),
+)
+BATCH_JOBS = Gauge("wai_batch_jobs", "Async batch jobs kept, by status: queued, running, done.", ("status",))
+BATCH_OUTCOMES = ("success", "error", "requeued")
+BATCH_STATUSES = ("queued", "running", "done")
 
 
 def declare_model(model: str) -> None:
@@ -116,3 +124,5 @@ def declare_model(model: str) -> None:
         counter.labels(model, NO_LORA)
     for series in (IN_FLIGHT, COST_USD, NEURONS, ENGINE_READY):
         series.labels(model)
+    for outcome in BATCH_OUTCOMES:
+        BATCH_ITEMS.labels(model, outcome)

@@ -120,22 +120,7 @@ class RequestRecord:
             self.output[delta.index] = self.output.get(delta.index, "") + delta.text
 
     def _count(self, prompt_tokens: int, completion_tokens: int) -> None:
-        if prompt_tokens:
-            metrics.PROMPT_TOKENS.labels(self.model, self.lora).inc(prompt_tokens)
-        if completion_tokens:
-            metrics.GENERATION_TOKENS.labels(self.model, self.lora).inc(completion_tokens)
-        price = self.pricing
-        if price is not None and (prompt_tokens or completion_tokens):
-            metrics.COST_USD.labels(self.model).inc(
-                (prompt_tokens * price.usd_per_m_input_tokens + completion_tokens * price.usd_per_m_output_tokens) / 1e6
-            )
-            metrics.NEURONS.labels(self.model).inc(
-                (
-                    prompt_tokens * price.neurons_per_m_input_tokens
-                    + completion_tokens * price.neurons_per_m_output_tokens
-                )
-                / 1e6
-            )
+        count_tokens(self.model, self.lora, self.pricing, prompt_tokens, completion_tokens)
 
     def code(self, answered: bool) -> str:
         """The outcome's Workers AI code: the error's, 3008 if the client left first, else none."""
@@ -187,6 +172,22 @@ class RequestRecord:
             line["prompt"] = self.input
             line["output"] = [self.output[index] for index in sorted(self.output)]
         return line
+
+
+def count_tokens(model: str, lora: str, price: Pricing | None, prompt_tokens: int, completion_tokens: int) -> None:
+    """Tokens processed, and what they would have cost hosted: for requests and batch items alike."""
+    if prompt_tokens:
+        metrics.PROMPT_TOKENS.labels(model, lora).inc(prompt_tokens)
+    if completion_tokens:
+        metrics.GENERATION_TOKENS.labels(model, lora).inc(completion_tokens)
+    if price is not None and (prompt_tokens or completion_tokens):
+        metrics.COST_USD.labels(model).inc(
+            (prompt_tokens * price.usd_per_m_input_tokens + completion_tokens * price.usd_per_m_output_tokens) / 1e6
+        )
+        metrics.NEURONS.labels(model).inc(
+            (prompt_tokens * price.neurons_per_m_input_tokens + completion_tokens * price.neurons_per_m_output_tokens)
+            / 1e6
+        )
 
 
 def _rounded(seconds: float | None) -> float | None:

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
 
-from server.api import openapi
+from server.api import batch, openapi
 from server.api.common import accepting_requests, catalog_entries, read_json_body
 from server.api.pipeline import registry_of, resolve, run_embeddings, run_text
 from server.auth import require_api_key
@@ -16,6 +17,7 @@ from server.config import StreamingConfig
 from server.engine.types import TextDelta
 from server.protocol import catalog, workers_ai
 from server.serving.embeddings import EmbeddingService
+from server.serving.registry import Route
 from server.serving.text import Completion
 from server.streaming import workers_ai_events
 
@@ -30,9 +32,11 @@ class RunAnswer:
 
     json_mode: bool
     streaming: StreamingConfig
+    enveloped: bool = True  # the binding routes (api/binding.py) answer the bare result
 
     def whole(self, completion: Completion) -> dict[str, Any]:
-        return workers_ai.success(workers_ai.text_result(completion, self.json_mode))
+        result = workers_ai.text_result(completion, self.json_mode)
+        return workers_ai.success(result) if self.enveloped else result
 
     def events(self, deltas: AsyncIterator[TextDelta]) -> AsyncIterator[bytes]:
         return workers_ai_events(deltas, self.streaming)
@@ -50,16 +54,26 @@ RUN_BODY = openapi.one_of_bodies(
 async def run(account_id: str, model: str, request: Request):
     route = resolve(request, model)
     body = await read_json_body(request)
+    if batch.is_batch_call(body, request.query_params):  # queueRequest: api/batch.py
+        return await batch.answer(request, route, body)
+    return await run_inputs(request, route, body)
+
+
+async def run_inputs(request: Request, route: Route, body: Any, enveloped: bool = True) -> Response:
+    """A model's inputs run on its route, answered in the envelope or (the binding routes) bare."""
+
+    def wrap(result: dict[str, Any]) -> dict[str, Any]:
+        return workers_ai.success(result) if enveloped else result
+
     if isinstance(route.service, EmbeddingService):
         embedding = workers_ai.parse_embeddings_input(body)
         return await run_embeddings(
-            request,
-            route,
-            embedding,
-            lambda result: workers_ai.success(workers_ai.embeddings_result(result.vectors, result.pooling)),
+            request, route, embedding, lambda result: wrap(workers_ai.embeddings_result(result.vectors, result.pooling))
         )
     text = workers_ai.parse_run_input(body, request.query_params)
-    answer = RunAnswer(json_mode=text.output.type != "text", streaming=request.app.state.settings.streaming)
+    answer = RunAnswer(
+        json_mode=text.output.type != "text", streaming=request.app.state.settings.streaming, enveloped=enveloped
+    )
     return await run_text(request, route, text, answer)
 
 

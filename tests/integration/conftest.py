@@ -12,6 +12,8 @@ from tests.integration.server import DEFAULT_CONFIG, ROOT, RunningServer, start_
 
 API_KEYS = ["test-key-one", "test-key-two"]
 BODY_LIMIT = 1_000_000
+BATCH_MAX_ITEMS = 8
+BATCH_MAX_PAYLOAD_BYTES = 16_384
 UPLOAD_LIMIT = 4 * 1024 * 1024  # the test adapter's weights are about 1.8 MB
 
 
@@ -32,13 +34,25 @@ def test_config(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(test_config, adapters_dir) -> RunningServer:
+def batch_db(tmp_path_factory) -> Path:
+    """The session server's batch jobs (never the user's own file in the cache)."""
+    return tmp_path_factory.mktemp("batch") / "batch.sqlite3"
+
+
+@pytest.fixture(scope="session")
+def server(test_config, adapters_dir, batch_db) -> RunningServer:
     """One real server on the default model for the whole session, with two API keys."""
     running = start_server(
         "server",
         config=test_config,
         api_keys=API_KEYS,
-        env={"WAI_LIMITS__MAX_BODY_BYTES": str(BODY_LIMIT), "WAI_ADAPTERS_DIR": str(adapters_dir)},
+        env={
+            "WAI_LIMITS__MAX_BODY_BYTES": str(BODY_LIMIT),
+            "WAI_ADAPTERS_DIR": str(adapters_dir),
+            "WAI_BATCH__DB_PATH": str(batch_db),
+            "WAI_BATCH__MAX_ITEMS_PER_JOB": str(BATCH_MAX_ITEMS),
+            "WAI_BATCH__MAX_PAYLOAD_BYTES": str(BATCH_MAX_PAYLOAD_BYTES),
+        },
     )
     yield running
     running.stop()

@@ -96,6 +96,14 @@ def start_server(
     log_path = ARTIFACTS / f"{name}.log"
     proc_env = {**os.environ, **(env or {})}
     proc_env.pop("WAI_API_KEYS", None)
+    if "WAI_BATCH__DB_PATH" not in proc_env and not (yaml.safe_load(config.read_text()).get("batch") or {}).get(
+        "db_path"
+    ):
+        # Each test server keeps its batch jobs apart, never in the user's own cache.
+        batch_db = ARTIFACTS / f"{name}.batch.sqlite3"
+        for stale in ARTIFACTS.glob(f"{name}.batch.sqlite3*"):
+            stale.unlink()
+        proc_env["WAI_BATCH__DB_PATH"] = str(batch_db)
     if api_keys:
         proc_env["WAI_API_KEYS"] = ",".join(api_keys)
     log_file = log_path.open("w")

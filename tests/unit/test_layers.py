@@ -41,7 +41,15 @@ def unit(module: str) -> str:
 
 def test_serving_imports_nothing_above_it():
     graph = imports()
-    above = ("server.api", "server.records", "server.protocol", "server.streaming", "server.app", "server.cli")
+    above = (
+        "server.api",
+        "server.records",
+        "server.protocol",
+        "server.streaming",
+        "server.app",
+        "server.cli",
+        "server.batch",
+    )
     for module in (m for m in graph if m.startswith(("server.serving", "server.engine"))):
         wrong = {name for name in project_imports(graph, module) if name.startswith(above)}
         assert not wrong, f"{module} imports {wrong}"
@@ -64,9 +72,18 @@ def test_protocols_do_not_reach_into_routes_or_records():
         wrong = {
             name
             for name in project_imports(graph, module)
-            if name.startswith(("server.api", "server.records", "server.app", "server.cli"))
+            if name.startswith(("server.api", "server.records", "server.app", "server.cli", "server.batch"))
         }
         assert not wrong, f"{module} imports {wrong}"
+
+
+def test_batch_jobs_sit_below_the_routes_and_their_store_stands_alone():
+    # server/batch runs items through protocol and serving as a route does; routes call it, never the reverse.
+    graph = imports()
+    for module in (m for m in graph if m.startswith("server.batch")):
+        wrong = {n for n in project_imports(graph, module) if n.startswith(("server.api", "server.app", "server.cli"))}
+        assert not wrong, f"{module} imports {wrong}"
+    assert not project_imports(graph, "server.batch.store")
 
 
 def test_only_the_engine_imports_vllm():

@@ -1,0 +1,256 @@
+"""Async batch jobs: kept in the store at once, run in the background, answered when polled.
+
+Items run through the same text pipeline as interactive requests (TextService.prepare, stream and
+collect, the run endpoint's result format) at the engine's background priority, the one
+`X-Priority: low` asks for, so interactive requests go first in the engine's queue; at most
+`batch.concurrency` items are on the engine at once, so interactive requests keep its slots.
+
+An item interrupted by the server (shutdown, a full queue, an engine that died) goes back to the
+queue and runs again later; an item that fails on its own (its prompt too long, say) is done, with
+its error as its answer. Items still running when the server stops are cancelled (their engine
+requests aborted) and queued again; the store queues again those a killed process left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from server import errors, metrics
+from server.batch.store import BatchStore, Claim, NewItem
+from server.config import Settings
+from server.lifecycle import Deadline, Lifecycle
+from server.protocol import batch, workers_ai
+from server.records import count_tokens
+from server.serving.registry import ModelRegistry, Route
+from server.serving.requests import RunOptions
+from server.serving.text import TextService, collect
+
+log = logging.getLogger("wai.requests")  # one JSON line per item outcome, beside the requests' lines
+crashes = logging.getLogger("wai.batch")
+
+IDLE_POLL_S = 1.0  # how often an idle runner looks for work nobody woke it for
+BUSY_PAUSE_S = 1.0  # after an item was put back because the server could not take it
+EXPIRE_EVERY_S = 60.0
+# An item whose runs a dying process interrupted this often fails (500 / 3043), so that one that
+# brings the engine down cannot do so forever. Shutdowns and a busy server do not count.
+MAX_ORPHANED = 3
+BATCH = "batch"
+# Errors that say the server could not take the item now, not that the item is wrong: it runs again.
+SERVER_BUSY = {errors.service_unavailable().status, errors.capacity_exceeded().status}
+
+
+class BatchJobs:
+    def __init__(
+        self, settings: Settings, registry: ModelRegistry, lifecycle: Lifecycle, clock: Callable[[], float] = time.time
+    ):
+        self.config = settings.batch
+        self.db_path = settings.batch_db_path
+        self.request_timeout_s = settings.limits.request_timeout_s
+        self.registry = registry
+        self.lifecycle = lifecycle
+        self.clock = clock
+        self._store: BatchStore | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._items: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._paused_until = 0.0
+        self._next_expiry = 0.0
+
+    @property
+    def store(self) -> BatchStore:
+        assert self._store is not None, "the batch store opens with the app's lifespan"
+        return self._store
+
+    # --- the app's lifespan -------------------------------------------------------------------
+    def start(self) -> None:
+        """Open the store (queueing again what a stopped process left running) and start running items."""
+        self._store = BatchStore.open(self.db_path)
+        self._refresh_gauge()
+        self._runner = asyncio.create_task(self._run(), name="wai-batch-runner")
+
+    async def stop(self) -> None:
+        """Stop taking items, cancel those running (each goes back to the queue), close the store."""
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        for task in list(self._items):
+            task.cancel()
+        await asyncio.gather(*self._items, return_exceptions=True)
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    # --- what the run endpoint calls ----------------------------------------------------------
+    def submit(self, model: str, items: list[batch.BatchItem]) -> str:
+        """Keep a job of `items` for `model` (as the client named it); its request id. 413 / 429 past the bounds."""
+        stored = [
+            NewItem(json.dumps(item.input, ensure_ascii=False), json.dumps(item.external_reference)) for item in items
+        ]
+        if sum(len(item.input.encode()) for item in stored) > self.config.max_payload_bytes:
+            raise errors.batch_too_large(self.config.max_payload_bytes)
+        self._expire(now=True)  # expired jobs never count against max_jobs
+        job_id = str(uuid.uuid4())
+        if not self.store.submit(job_id, model, stored, self.clock(), self.config.max_jobs):
+            raise errors.batch_jobs_full(self.config.max_jobs)
+        self._refresh_gauge()
+        self._wake.set()
+        return job_id
+
+    def poll(self, request_id: str, route: Route) -> dict[str, Any]:
+        """The job's status, or all its answers once done; 404 for no such job of this model (or expired)."""
+        job = self.store.job(request_id)
+        if job is None or job.model not in route.service.model.served_names:
+            raise errors.batch_not_found(request_id)
+        if job.status != "done":
+            return batch.status(job.id, job.model, job.status)
+        responses = [json.loads(response or "null") for response in self.store.responses(job.id)]
+        return batch.done(job.id, job.model, responses)
+
+    # --- the runner ---------------------------------------------------------------------------
+    async def _run(self) -> None:
+        slots = asyncio.Semaphore(self.config.concurrency)
+        while not self.registry.all_ready():  # items would only fail with 503 until then
+            await asyncio.sleep(IDLE_POLL_S)
+        while True:
+            await slots.acquire()
+            claim = await self._next_claim()
+            task = asyncio.create_task(self._run_item(claim))
+            self._items.add(task)
+            task.add_done_callback(self._items.discard)
+            task.add_done_callback(lambda _: slots.release())
+
+    async def _next_claim(self) -> Claim:
+        """The next item to run, once there is one and the server takes work (not while it drains)."""
+        while True:
+            loop = asyncio.get_running_loop()
+            try:
+                self._expire()
+                if not self.lifecycle.draining and loop.time() >= self._paused_until:
+                    claim = self.store.claim()
+                    if claim is not None:
+                        return claim
+            except sqlite3.Error:  # a full disk, say: keep the runner alive and try again
+                crashes.exception("the batch database failed; retrying in %.0f s", BUSY_PAUSE_S)
+                self._paused_until = loop.time() + BUSY_PAUSE_S
+            self._wake.clear()
+            wait_s = max(min(IDLE_POLL_S, self._paused_until - loop.time()), 0.01)
+            try:
+                await asyncio.wait_for(self._wake.wait(), wait_s)
+            except TimeoutError:
+                pass
+
+    async def _run_item(self, claim: Claim) -> None:
+        started = time.monotonic()
+        reference = json.loads(claim.external_reference)
+        model, lora, usage = metrics.NO_MODEL, metrics.NO_LORA, workers_ai.usage(0, 0)
+        try:
+            route = self.registry.route(claim.model)
+            model = route.service.model.name
+            if claim.orphaned >= MAX_ORPHANED:
+                raise errors.internal_error()
+            result, lora = await self._generate(route, claim)
+            usage = result["usage"]
+            response, outcome, error = batch.item_success(claim.index, result, reference), "success", None
+        except asyncio.CancelledError:
+            self._put_back(claim, model, started, "stopping")
+            raise
+        except errors.WaiError as failure:
+            if failure.status in SERVER_BUSY or (self.lifecycle.draining and failure.status >= 500):
+                self._put_back(claim, model, started, failure.message)
+                self._paused_until = asyncio.get_running_loop().time() + BUSY_PAUSE_S
+                return
+            response, outcome, error = batch.item_failure(claim.index, failure, reference), "error", failure
+        except Exception:
+            crashes.exception("batch item %s/%d failed", claim.job, claim.index)
+            error = errors.internal_error()
+            response, outcome = batch.item_failure(claim.index, error, reference), "error"
+        try:
+            recorded = self.store.complete(claim, json.dumps(response, ensure_ascii=False), self.clock())
+        except sqlite3.Error:  # the item stays running in the file: the next start queues it again
+            crashes.exception("batch item %s/%d: its answer could not be recorded", claim.job, claim.index)
+            return
+        if recorded:
+            metrics.BATCH_ITEMS.labels(model, outcome).inc()
+            self._log(claim, model, lora, outcome, started, error, usage)
+            self._refresh_gauge()
+
+    async def _generate(self, route: Route, claim: Claim) -> tuple[dict[str, Any], str]:
+        """The item's run result, as the run endpoint answers it, and the fine-tune it ran with."""
+        service = route.service
+        if not isinstance(service, TextService):
+            raise errors.bad_input("queued requests are for text-generation models", param="model")
+        text = workers_ai.parse_run_input(json.loads(claim.input))
+        text = replace(text, stream=False, options=RunOptions(background=True))
+        adapter = service.adapter_for(text, route.requested_name)
+        lora = adapter.name if adapter is not None else metrics.NO_LORA
+        prepared = await service.prepare(text, adapter)
+        deadline = Deadline(asyncio.get_running_loop().time() + self.request_timeout_s)
+        deltas = deadline.within(service.stream(prepared, engine_request_id(claim)))
+        completion = await collect(prepared, deltas)
+        count_tokens(
+            service.model.name, lora, service.model.pricing, completion.prompt_tokens, completion.completion_tokens
+        )
+        return workers_ai.text_result(completion, json_mode=text.output.type != "text"), lora
+
+    def _put_back(self, claim: Claim, model: str, started: float, why: str) -> None:
+        if self._store is not None and self.store.requeue(claim):
+            metrics.BATCH_ITEMS.labels(model, "requeued").inc()
+            self._log(claim, model, metrics.NO_LORA, "requeued", started, None, workers_ai.usage(0, 0), why)
+
+    # --- bookkeeping --------------------------------------------------------------------------
+    def _expire(self, now: bool = False) -> None:
+        """Forget jobs whose answers are past `result_retention_s`: every EXPIRE_EVERY_S, or `now`."""
+        if not now and self.clock() < self._next_expiry:
+            return
+        now_s = self.clock()
+        self._next_expiry = now_s + min(EXPIRE_EVERY_S, self.config.result_retention_s / 2)
+        if self.store.expire(now_s - self.config.result_retention_s):
+            self._refresh_gauge()
+
+    def _refresh_gauge(self) -> None:
+        for status, count in self.store.job_counts().items():
+            metrics.BATCH_JOBS.labels(status).set(count)
+
+    def _log(
+        self,
+        claim: Claim,
+        model: str,
+        lora: str,
+        outcome: str,
+        started: float,
+        error: errors.WaiError | None,
+        usage: dict[str, int],
+        why: str | None = None,
+    ) -> None:
+        line = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "request_id": engine_request_id(claim),
+            "batch": claim.job,
+            "item": claim.index,
+            "attempt": claim.attempts,
+            "model": model,
+            "lora": lora,
+            "protocol": BATCH,
+            "outcome": outcome,
+            "code": None if error is None else error.code,
+            "prompt_tokens": usage["prompt_tokens"],
+            "completion_tokens": usage["completion_tokens"],
+            "duration_s": round(time.monotonic() - started, 6),
+        }
+        if why is not None:
+            line["why"] = why
+        log.info(json.dumps(line, ensure_ascii=False))
+
+
+def engine_request_id(claim: Claim) -> str:
+    """Each attempt's own engine request id, so that the log tells attempts apart."""
+    return f"batch-{claim.job}-{claim.index}-{claim.attempts}"

@@ -1,0 +1,104 @@
+"""A batch job outlives its server: stopped (SIGTERM) and then killed (SIGKILL) while items run, the
+server restarts on the same database and the job finishes with every item answered exactly once."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from tests.integration.scrape import request_log
+from tests.integration.server import RunningServer, start_server, text_only_config
+
+ITEMS = 6
+COUNTING = {"messages": [{"role": "user", "content": "Count from 1 to 300, separated by commas."}], "max_tokens": 48}
+
+
+def items(db: Path, job: str) -> list[tuple[str, int, int]]:
+    """Each item's (state, attempts, completions), read from the database as it is on disk."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as connection:
+        rows = connection.execute("SELECT state, attempts, completions FROM items WHERE job = ? ORDER BY idx", (job,))
+        return list(rows)
+
+
+def states(db: Path, job: str) -> Counter[str]:
+    return Counter(state for state, _, _ in items(db, job))
+
+
+def wait_until(condition, what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.1)
+
+
+def poll(server: RunningServer, job: str) -> dict:
+    response = httpx.post(server.run_url(), json={"request_id": job}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()["result"]
+
+
+def test_a_job_survives_a_stop_and_a_kill_and_each_item_completes_once(tmp_path):
+    db = tmp_path / "batch.sqlite3"
+    config = text_only_config(tmp_path, batch={"db_path": str(db), "concurrency": 2, "max_jobs": 2})
+    logs: list[dict] = []
+
+    first = start_server("batch-restart-1", config=config)
+    try:
+        requests = [{**COUNTING, "seed": index + 1, "external_reference": f"item-{index}"} for index in range(ITEMS)]
+        queued = httpx.post(first.run_url(), params={"queueRequest": "true"}, json={"requests": requests}, timeout=60)
+        assert queued.status_code == 200, queued.text
+        job = queued.json()["result"]["request_id"]
+        wait_until(lambda: states(db, job)["done"] >= 1 and states(db, job)["running"] >= 1, "one done, one running")
+    finally:
+        first.stop()  # SIGTERM: the drain puts the running items back
+    assert first.process.returncode == 0
+    logs += request_log(first)
+    after_stop = items(db, job)
+    assert "running" not in states(db, job)
+    assert any(state == "queued" and attempts == 1 for state, attempts, _ in after_stop), after_stop
+    done_before_kill = states(db, job)["done"]
+
+    second = start_server("batch-restart-2", config=config)
+    try:
+        wait_until(
+            lambda: states(db, job)["done"] > done_before_kill and states(db, job)["running"] >= 1,
+            "the job resumed: one more done, one running",
+        )
+        second.process.kill()  # no drain, no cleanup: items stay `running` in the file
+        second.process.wait()
+    finally:
+        second.stop()
+    logs += request_log(second)
+    assert states(db, job)["running"] >= 1
+
+    third = start_server("batch-restart-3", config=config)
+    try:
+        wait_until(lambda: poll(third, job)["status"] == "done", "the job is done", timeout=600)
+        done = poll(third, job)
+        assert [(r["id"], r["external_reference"], r["success"]) for r in done["responses"]] == [
+            (index, f"item-{index}", True) for index in range(ITEMS)
+        ]
+        assert all(r["result"]["usage"]["completion_tokens"] >= 1 for r in done["responses"])
+        # The jobs kept are bounded: this one and one more, then 429 until one expires.
+        more = {"requests": [{"prompt": "Hi", "max_tokens": 2}]}
+        assert httpx.post(third.run_url(), params={"queueRequest": "true"}, json=more, timeout=60).status_code == 200
+        full = httpx.post(third.run_url(), params={"queueRequest": "true"}, json=more, timeout=60)
+        assert full.status_code == 429 and full.json()["errors"][0]["code"] == 3046
+        logs += request_log(third)
+    finally:
+        third.stop()
+
+    final = items(db, job)
+    assert [(state, completions) for state, _, completions in final] == [("done", 1)] * ITEMS
+    assert sum(attempts for _, attempts, _ in final) > ITEMS  # some ran again after the stop and the kill
+    # Every item's answer was logged at most once over the three servers (the kill may cut a line),
+    # by the attempt the database kept.
+    answered = [line for line in logs if line.get("batch") == job and line["outcome"] == "success"]
+    assert len({line["item"] for line in answered}) == len(answered) >= ITEMS - 1
+    assert all(line["attempt"] == final[line["item"]][1] for line in answered)
+    requeued = [line for line in logs if line.get("batch") == job and line["outcome"] == "requeued"]
+    assert requeued and all(line["why"] == "stopping" for line in requeued)  # the SIGTERM's, logged
