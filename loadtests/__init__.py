@@ -2,5 +2,6 @@
 
 Modules: cli (options), prompts, protocols (one class per wire format), client (one timed
 streamed request), runner (closed and open loop), stats, report (JSON, Markdown, plots),
-compare (ratios between targets), bench (`make bench`: wai against `vllm serve`).
+html_report (report.html), compare (ratios between targets), sweep (`--sweep`, with knee and
+engine_metrics), soak (`--soak`), bench (`make bench`: wai against `vllm serve`).
 """

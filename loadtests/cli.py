@@ -4,6 +4,9 @@ One target:  wai loadtest --url http://127.0.0.1:8000 --protocol workers-ai \
                  --model @cf/meta/llama-3-8b-instruct --concurrency 1,4,16 --out results
 Comparison:  repeat --url (and --protocol, --model, --api-key, --label where they differ); the first
              target is the base of every ratio.
+Sweep:       wai loadtest --sweep --url http://127.0.0.1:8000 --max-concurrency 256 --out results
+             (1, 2, 4, ... streams until throughput stops growing while latency climbs; the knee, and the
+             engine's metrics at each level, in report.md, report.json and report.html)
 Soak:        wai loadtest --soak --url http://127.0.0.1:8000 --pid <server pid> --concurrency 4 \
                  --duration 1800 --cancel-rate 0.2 --output-tokens 32
              (verdicts on errors, the engine's queues after the load and the server's memory growth;
@@ -20,6 +23,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from loadtests.knee import MIN_GAIN, PAST_KNEE, sweep_levels
+
+SWEEP_CAP = 512  # past vLLM's default batch of 256 sequences on a GPU, so that its knee shows
 
 
 def _share(text: str) -> float:
@@ -61,6 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--model", action="append", help="model name (default @cf/meta/llama-3-8b-instruct)")
     target.add_argument("--api-key", action="append", help="bearer token (default: $WAI_API_KEY)")
     target.add_argument("--label", action="append", help="name of the target in reports (default A, B, ...)")
+    target.add_argument(
+        "--metrics-url",
+        action="append",
+        help="the target's Prometheus metrics, read by --sweep and --soak (default: <root of --url>/metrics)",
+    )
+    target.add_argument("--metrics-key", action="append", help="bearer key for the metrics, when they need one")
 
     load = parser.add_argument_group("load")
     loop = load.add_mutually_exclusive_group()
@@ -70,18 +83,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_numbers,
         help="open loop: request rates per second, e.g. 1,2,4 (inf sends all at once)",
     )
+    loop.add_argument(
+        "--sweep",
+        action="store_true",
+        help="closed loop at 1, 2, 4, ... streams up to --max-concurrency, until saturated (see 'sweep' below)",
+    )
     load.add_argument(
         "--burstiness",
         type=float,
         default=1.0,
         help="open loop: 1 for Poisson arrivals, below 1 burstier, above 1 steadier",
     )
-    load.add_argument("--max-concurrency", type=int, help="open loop: cap on requests in flight")
+    load.add_argument(
+        "--max-concurrency",
+        type=int,
+        help=f"open loop: cap on requests in flight; --sweep: the highest concurrency tried (default {SWEEP_CAP})",
+    )
     amount = load.add_mutually_exclusive_group()
     amount.add_argument(
         "--num-requests",
         type=_numbers,
-        help="requests per target at each level, one count or one per level (default 32)",
+        help="requests per target at each level, one count or one per level (default 32; --sweep: one count, "
+        "at least 8 per stream)",
     )
     amount.add_argument("--duration", type=float, help="seconds per level and target, instead of a count")
     load.add_argument("--warmup", type=int, default=2, help="requests per target before measuring (default 2)")
@@ -162,8 +185,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="seconds for the engine's running and waiting counts to reach 0 after the load (default 60)",
     )
-    soak.add_argument("--metrics-url", help="the target's Prometheus metrics (default: <root of --url>/metrics)")
-    soak.add_argument("--metrics-key", help="bearer key for the metrics, when they need one")
+
+    sweep = parser.add_argument_group(
+        "sweep (--sweep: where each target stops growing; levels interleaved across targets as usual)"
+    )
+    sweep.add_argument(
+        "--knee-gain",
+        type=_share,
+        default=MIN_GAIN,
+        help="throughput rise per doubling of the streams below which it has stopped growing (default 0.1)",
+    )
+    sweep.add_argument(
+        "--past-knee",
+        type=int,
+        default=PAST_KNEE,
+        help="levels measured past the knee before stopping (default 2); the sweep also stops at failed "
+        "requests or falling throughput",
+    )
+    sweep.add_argument(
+        "--scrape-interval",
+        type=float,
+        default=1.0,
+        help="seconds between reads of the target's /metrics while it is driven (default 1)",
+    )
+
+
+def metrics_sources(args: argparse.Namespace, targets) -> dict[str, tuple[str, dict[str, str]]]:
+    """Each target's /metrics URL and the headers to read it with, by label."""
+    from loadtests.engine_metrics import metrics_url
+
+    urls = _per_target(args.metrics_url, None, "--metrics-url", len(targets))
+    keys = _per_target(args.metrics_key, None, "--metrics-key", len(targets))
+    return {
+        t.label: (url or metrics_url(t.url), {"Authorization": f"Bearer {key}"} if key else {})
+        for t, url, key in zip(targets, urls, keys, strict=True)
+    }
+
+
+def _per_target(given: list[str] | None, default: str | None, option: str, count: int) -> list[Any]:
+    values: list[Any] = given or [default]
+    if len(values) == 1:
+        return values * count
+    if len(values) != count:
+        raise ValueError(f"{option} given {len(values)} times for {count} --url; give it once or once per --url")
+    return values
 
 
 def targets_from(args: argparse.Namespace):
@@ -172,12 +237,7 @@ def targets_from(args: argparse.Namespace):
     count = len(args.url)
 
     def per_target(given: list[str] | None, default: str | None, option: str) -> list[Any]:
-        values: list[Any] = given or [default]
-        if len(values) == 1:
-            return values * count
-        if len(values) != count:
-            raise ValueError(f"{option} given {len(values)} times for {count} --url; give it once or once per --url")
-        return values
+        return _per_target(given, default, option, count)
 
     protocols = per_target(args.protocol, "workers-ai", "--protocol")
     models = per_target(args.model, "@cf/meta/llama-3-8b-instruct", "--model")
@@ -192,11 +252,13 @@ def targets_from(args: argparse.Namespace):
 def plan_from(args: argparse.Namespace):
     from loadtests.runner import LoadPlan
 
+    if args.sweep:
+        return sweep_plan(args)
     levels = args.rate or args.concurrency or [1.0]
     counts = None if args.duration else [int(n) for n in (args.num_requests or [32])]
     if counts is not None and len(counts) not in (1, len(levels)):
         raise ValueError("--num-requests takes one count, or one per level")
-    num_requests = counts[0] if counts is not None and len(counts) == 1 else counts
+    num_requests: int | list[int] | None = counts[0] if counts is not None and len(counts) == 1 else counts
     if args.rate is None and any(not v.is_integer() for v in levels):
         raise ValueError("--concurrency takes whole numbers")
     return LoadPlan(
@@ -208,6 +270,33 @@ def plan_from(args: argparse.Namespace):
         rounds=args.rounds,
         burstiness=args.burstiness,
         max_concurrency=args.max_concurrency,
+        timeout_s=args.timeout,
+        seed=args.seed,
+        cancel_rate=args.cancel_rate,
+    )
+
+
+def sweep_plan(args: argparse.Namespace):
+    from loadtests.runner import LoadPlan
+    from loadtests.sweep import requests_per_level
+
+    if args.num_requests and len(args.num_requests) != 1:
+        raise ValueError("--sweep takes one --num-requests count, used at every level")
+    if args.past_knee < 1:
+        raise ValueError("--past-knee must be at least 1")
+    if args.scrape_interval <= 0:
+        raise ValueError("--scrape-interval must be positive")
+    levels = sweep_levels(SWEEP_CAP if args.max_concurrency is None else args.max_concurrency)
+    counts = None if args.duration else requests_per_level(levels, int((args.num_requests or [32])[0]))
+    return LoadPlan(
+        mode="closed",
+        levels=[float(level) for level in levels],
+        num_requests=counts,
+        duration_s=args.duration,
+        warmup=args.warmup,
+        # Comparing: two rounds (each target goes first once) of four waves or more each, so that the
+        # drain at the end of each round weighs as little on every level as on one target's.
+        rounds=args.rounds or (2 if len(args.url) > 1 else None),
         timeout_s=args.timeout,
         seed=args.seed,
         cancel_rate=args.cancel_rate,
@@ -278,6 +367,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("loadtest-results") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     if args.soak:
         return soak.run(args, targets, plan, prompt_set, sampling, slo, out, options_record(args))
+    if args.sweep:
+        return run_sweep(args, targets, plan, prompt_set, sampling, slo, out)
 
     with Progress(targets, plan, enabled=not args.no_progress) as progress:
         results = asyncio.run(
@@ -286,6 +377,26 @@ def run(args: argparse.Namespace) -> int:
     built = report.build(targets, plan, results, slo, options_record(args))
     files = report.write(built, out)
     Progress.print_summary(built)
+    print(f"reports: {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def run_sweep(args: argparse.Namespace, targets, plan, prompt_set, sampling, slo, out: Path) -> int:
+    from loadtests import report
+    from loadtests.progress import Progress
+    from loadtests.sweep import SweepSettings, sweep
+
+    settings = SweepSettings(args.knee_gain, args.past_knee, args.scrape_interval, metrics_sources(args, targets))
+    with Progress(targets, plan, enabled=not args.no_progress) as progress:
+        result = asyncio.run(
+            sweep(targets, prompt_set, sampling, plan, settings, on_record=progress.record, on_level=progress.level)
+        )
+    built = report.build(targets, plan, result.results, slo, options_record(args))
+    report.add_sweep(built, plan, result, settings)
+    files = report.write(built, out)
+    Progress.print_summary(built)
+    for line in report.knee_lines(built):
+        print(line)
     print(f"reports: {', '.join(str(f) for f in files)}")
     return 0
 

@@ -1,4 +1,5 @@
-"""Reports of a run: report.json (summaries and every request), report.md (tables), PNG plots."""
+"""Reports of a run: report.json (summaries and every request), report.md (tables), PNG plots, and
+report.html (tables and SVG plots in one file, loadtests/html_report.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from loadtests.compare import ratios
 from loadtests.protocols import Target
 from loadtests.runner import LevelResult, LoadPlan
 from loadtests.stats import LATENCIES, LATENCY_NAMES, PERCENTILES, SLO, summarize
+from loadtests.sweep import SweepResult, SweepSettings
 
 
 def machine() -> dict[str, Any]:
@@ -71,6 +73,65 @@ def build(
     }
 
 
+def add_sweep(report: dict[str, Any], plan: LoadPlan, result: SweepResult, settings: SweepSettings) -> None:
+    """Each level's engine metrics, and each target's knee, into a built report."""
+    for level in report["levels"]:
+        readings = result.engine.get(level["level"], {})
+        level["engine"] = {label: r.as_json() for label, r in readings.items()}
+    knees = {}
+    for target in report["targets"]:
+        label = target["label"]
+        knee = result.knees.get(label)
+        by_level = [(lv["level"], lv["summaries"][label]) for lv in report["levels"]]
+        peak_level, peak = max(by_level, key=lambda item: item[1]["output_throughput"])
+        entry: dict[str, Any] = {
+            "found": knee is not None and knee.index is not None,
+            "saturated": bool(knee and knee.saturated),
+            "reason": knee.reason if knee else "no level measured",
+            "peak": {"concurrency": peak_level, "output_throughput": peak["output_throughput"]},
+        }
+        if knee is not None and knee.index is not None:
+            level, summary = by_level[knee.index]
+            entry.update(_knee_figures(level, summary))
+        knees[label] = entry
+    report["sweep"] = {
+        "max_concurrency": max(plan.levels),
+        "levels_planned": plan.levels,
+        "knee_gain": settings.min_gain,
+        "past_knee": settings.past_knee,
+        "scrape_interval_s": settings.scrape_interval_s,
+        "metrics_urls": {label: url for label, (url, _) in settings.metrics.items()},
+        "stopped": result.stopped,
+        "knees": knees,
+    }
+
+
+def _knee_figures(level: float, summary: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "concurrency": level,
+        "output_throughput": summary["output_throughput"],
+        "request_throughput": summary["request_throughput"],
+        "ttft_ms": {p: summary["ttft_ms"][p] for p in ("p50", "p99")},
+        "itl_ms": {p: summary["itl_ms"][p] for p in ("p50", "p99")},
+    }
+
+
+def knee_lines(report: dict[str, Any]) -> list[str]:
+    """One line per target: its knee, or why there is none."""
+    lines = []
+    for label, knee in report["sweep"]["knees"].items():
+        if knee["found"]:
+            lines.append(
+                f"knee {label}: concurrency {_level(knee['concurrency'])}, {knee['output_throughput']:,.1f} output "
+                f"tokens/s, {knee['request_throughput']:,.2f} requests/s, TTFT p50 {_fmt(knee['ttft_ms']['p50'])} ms "
+                f"p99 {_fmt(knee['ttft_ms']['p99'])} ms, ITL p50 {_fmt(knee['itl_ms']['p50'])} ms "
+                f"p99 {_fmt(knee['itl_ms']['p99'])} ms ({knee['reason']})"
+            )
+        else:
+            lines.append(f"knee {label}: none found ({knee['reason']})")
+    return lines
+
+
 def level_name(plan: LoadPlan) -> str:
     return "concurrency" if plan.mode == "closed" else "rate (req/s)"
 
@@ -81,7 +142,9 @@ def write(report: dict[str, Any], out: Path) -> list[Path]:
     files = [out / "report.json", out / "report.md"]
     files[0].write_text(json.dumps(report, indent=1) + "\n")
     files[1].write_text(markdown(report))
-    return files + plots(report, out)
+    from loadtests import html_report
+
+    return [*files, html_report.write(report, out), *plots(report, out)]
 
 
 # ---------------------------------------------------------------- Markdown
@@ -123,6 +186,8 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     if report.get("soak"):
         lines += _soak(report["soak"])
+    if report.get("sweep"):
+        lines += _sweep(report["sweep"])
     if report["slo"]:
         lines += [f"Goodput SLO (ms): {report['slo']}", ""]
     header = [
@@ -225,6 +290,9 @@ def markdown(report: dict[str, Any]) -> str:
                 )
         lines += [f"## {LATENCY_NAMES[metric].capitalize()} (ms)", "", *_table(header, rows)]
 
+    if any(level.get("engine") for level in report["levels"]):
+        lines += _engine(report)
+
     errors = [
         (level["level"], label, code, n)
         for level in report["levels"]
@@ -242,6 +310,74 @@ def markdown(report: dict[str, Any]) -> str:
     else:
         lines += ["None.", ""]
     return "\n".join(lines)
+
+
+def _sweep(sweep: dict[str, Any]) -> list[str]:
+    """Each target's knee: the fewest streams that reach (nearly) its whole throughput."""
+    rows = []
+    for label, knee in sweep["knees"].items():
+        peak = f"{_fmt(knee['peak']['output_throughput'])} at {_level(knee['peak']['concurrency'])}"
+        if knee["found"]:
+            figures = [
+                _level(knee["concurrency"]),
+                _fmt(knee["output_throughput"]),
+                _fmt(knee["request_throughput"], 2),
+                *(_fmt(knee[m][p]) for m in ("ttft_ms", "itl_ms") for p in ("p50", "p99")),
+            ]
+        else:
+            figures = ["none", *["-"] * 6]
+        rows.append([label, *figures, peak, knee["reason"]])
+    header = ["target", "knee", "out tok/s", "req/s", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "peak out tok/s"]
+    return [
+        "## Saturation sweep",
+        "",
+        f"Closed loop at {', '.join(_level(v) for v in sweep['levels_planned'])} streams until saturated; "
+        f"stopped: {sweep['stopped']}. A level stops growing below {sweep['knee_gain']:.0%} more output tokens/s "
+        f"per doubling of the streams; the knee is the last level before throughput went flat while latency "
+        f"climbed, confirmed {sweep['past_knee']} levels past it (or failed requests, or falling throughput). "
+        "Latencies in ms.",
+        "",
+        *_table([*header, "why the sweep stopped"], rows),
+    ]
+
+
+def _engine(report: dict[str, Any]) -> list[str]:
+    """The engine's own view of each level, read from the target's /metrics while it was driven."""
+    rows = []
+    for level in report["levels"]:
+        for label, e in level.get("engine", {}).items():
+            rows.append(
+                [
+                    _level(level["level"]),
+                    label,
+                    *(
+                        f"{_fmt(e[name]['mean'])} / {_fmt(e[name]['max'])}"
+                        for name in ("running", "waiting", "kv_cache_usage_pct")
+                    ),
+                    _fmt(e["preemptions"], 0),
+                    str(e["samples"]),
+                    e["problem"] or "",
+                ]
+            )
+    header = [
+        report["level_name"],
+        "target",
+        "running (mean / max)",
+        "waiting (mean / max)",
+        "KV cache % (mean / max)",
+        "preemptions",
+        "samples",
+        "problem reading /metrics",
+    ]
+    return [
+        "## Engine during each level (from /metrics)",
+        "",
+        "vLLM's `vllm:num_requests_running`, `vllm:num_requests_waiting` and `vllm:kv_cache_usage_perc` read "
+        "while the target was driven, and `vllm:num_preemptions_total` counted from the start to the end of "
+        "its load; each summed over its labels.",
+        "",
+        *_table(header, rows),
+    ]
 
 
 def _soak(soak: dict[str, Any]) -> list[str]:

@@ -14,6 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,6 +25,7 @@ from loadtests.prompts import Prompt, cycle
 from loadtests.protocols import Sampling, Target
 
 OnRecord = Callable[[RequestRecord], None]
+Watch = Callable[[Target, float], AbstractAsyncContextManager[object]]
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,12 @@ async def run_load(
     plan: LoadPlan,
     on_record: OnRecord | None = None,
     on_level: Callable[[float], None] | None = None,
+    watch: Watch | None = None,
+    after_level: Callable[[LevelResult], bool] | None = None,
 ) -> list[LevelResult]:
+    """Every level of the plan in turn. `watch(target, level)` wraps each stretch of load on one target
+    (to observe the server meanwhile); `after_level` sees each level's result and returns False to stop
+    before the next level (a sweep that found saturation)."""
     run_start = time.perf_counter()
     width = int(max(plan.levels)) if plan.mode == "closed" else (plan.max_concurrency or 1024)
     clients = {t.label: http_client(max(width, plan.warmup, 1), plan.timeout_s) for t in targets}
@@ -118,14 +125,17 @@ async def run_load(
         for level in plan.levels:
             if on_level:
                 on_level(level)
-            results.append(await _run_level(targets, clients, prompts, sampling, plan, level, run_start, on_record))
+            result = await _run_level(targets, clients, prompts, sampling, plan, level, run_start, on_record, watch)
+            results.append(result)
+            if after_level is not None and not after_level(result):
+                break
         return results
     finally:
         for client in clients.values():
             await client.aclose()
 
 
-async def _run_level(targets, clients, prompts, sampling, plan, level, run_start, on_record) -> LevelResult:
+async def _run_level(targets, clients, prompts, sampling, plan, level, run_start, on_record, watch) -> LevelResult:
     rounds = plan.rounds_for(level, len(targets))
     result = LevelResult(level, rounds, {t.label: [] for t in targets}, {t.label: 0.0 for t in targets})
     arrivals = arrival_times(plan, level) if plan.mode == "open" else None
@@ -134,35 +144,34 @@ async def _run_level(targets, clients, prompts, sampling, plan, level, run_start
         order = targets[r % len(targets) :] + targets[: r % len(targets)]
         cancel = Cancellation(plan.cancel_rate, plan.seed, f"{level:g}:{r}") if plan.cancel_rate > 0 else None
         for target in order:
-            began = time.perf_counter()
-            if plan.mode == "closed":
-                records = await closed_loop(
-                    clients[target.label],
-                    target,
-                    work.prompts,
-                    sampling,
-                    int(level),
-                    work.duration_s,
-                    run_start,
-                    on_record,
-                    cancel,
+            async with watch(target, level) if watch else nullcontext():
+                began = time.perf_counter()
+                records = await _drive(
+                    clients[target.label], target, work, sampling, plan, level, run_start, on_record, cancel
                 )
-            else:
-                records = await open_loop(
-                    clients[target.label],
-                    target,
-                    work.prompts,
-                    work.arrivals or [],
-                    sampling,
-                    level,
-                    plan.max_concurrency,
-                    run_start,
-                    on_record,
-                    cancel,
-                )
-            result.busy_s[target.label] += time.perf_counter() - began
+                result.busy_s[target.label] += time.perf_counter() - began
             result.records[target.label].extend(records)
     return result
+
+
+async def _drive(client, target, work, sampling, plan, level, run_start, on_record, cancel) -> list[RequestRecord]:
+    """One target's share of one round."""
+    if plan.mode == "closed":
+        return await closed_loop(
+            client, target, work.prompts, sampling, int(level), work.duration_s, run_start, on_record, cancel
+        )
+    return await open_loop(
+        client,
+        target,
+        work.prompts,
+        work.arrivals or [],
+        sampling,
+        level,
+        plan.max_concurrency,
+        run_start,
+        on_record,
+        cancel,
+    )
 
 
 @dataclass

@@ -31,19 +31,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from loadtests.client import RequestRecord
+from loadtests.engine_metrics import RUNNING, WAITING, metrics_url
 from loadtests.prompts import Prompt
 from loadtests.protocols import Sampling, Target
 from loadtests.runner import LevelResult, LoadPlan, run_load
 from loadtests.servers import free_port, running
 from loadtests.stats import SLO
 
-RUNNING = "vllm:num_requests_running"
-WAITING = "vllm:num_requests_waiting"
 MiB = 2**20
 
 
@@ -123,18 +122,8 @@ def memory_verdict(baseline: RssSample | None, end: RssSample | None, max_growth
 
 def metric_sum(text: str, name: str) -> float | None:
     """A Prometheus series summed over its labels, from the text format; None when absent."""
-    total, found = 0.0, False
-    for line in text.splitlines():
-        if line.startswith((name + "{", name + " ")):
-            total += float(line.rsplit(" ", 1)[1])
-            found = True
-    return total if found else None
-
-
-def metrics_url(url: str) -> str:
-    """/metrics at the root of a target's URL, whatever API base the target was given as."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/metrics"
+    values = [s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == name]
+    return sum(values) if values else None
 
 
 def default_rss_warmup(duration_s: float) -> float:
@@ -149,6 +138,8 @@ def problems(args: argparse.Namespace) -> list[str]:
         found.append("--soak takes one --url")
     if args.rate:
         found.append("--soak runs a closed loop: give --concurrency, not --rate")
+    if args.sweep:
+        found.append("--soak runs one level: give --concurrency, not --sweep")
     if args.concurrency and len(args.concurrency) != 1:
         found.append("--soak takes one --concurrency")
     if not args.duration:
@@ -246,6 +237,8 @@ async def wait_drained(url: str, headers: dict[str, str], timeout_s: float) -> D
                     drain.waiting = metric_sum(response.text, WAITING)
             except httpx.HTTPError as exc:
                 drain.problem = f"GET {url} failed: {exc!r}"
+            except ValueError as exc:
+                drain.problem = f"GET {url}: not the Prometheus text format ({exc})"
             drain.waited_s = time.perf_counter() - began
             settled = drain.problem is None and drain.running == 0 and drain.waiting == 0
             if settled or drain.waited_s >= timeout_s:
@@ -334,8 +327,9 @@ def _run(args, targets, plan, prompts, sampling, slo, out, options, pid: int) ->
         return 2
     target = targets[0]
     warmup = args.rss_warmup if args.rss_warmup is not None else default_rss_warmup(plan.duration_s)
-    headers = {"Authorization": f"Bearer {args.metrics_key}"} if args.metrics_key else {}
-    metrics = args.metrics_url or metrics_url(target.url)
+    from loadtests.cli import metrics_sources
+
+    metrics, headers = metrics_sources(args, targets)[target.label]
     with Progress(targets, plan, enabled=not args.no_progress) as progress:
         result = asyncio.run(
             soak(

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 
 from tests.integration.server import REAL_MODEL, ROOT, RunningServer
 
@@ -59,3 +60,37 @@ def test_a_short_run_writes_json_markdown_and_plots(server: RunningServer, tmp_p
     assert "## Summary (latencies in ms)" in markdown and "| 2 | A | 4 | 0 |" in markdown
     for name in ("cdf_ttft", "cdf_tpot", "cdf_itl", "cdf_e2e", "throughput", "ttft"):
         assert (out / f"{name}.png").read_bytes().startswith(PNG_MAGIC), name
+
+
+def test_a_short_sweep_reports_the_engine_metrics_and_an_html_page(server: RunningServer, tmp_path):
+    """`--sweep` on the real engine (OpenAI protocol) up to 4 streams: every level measured with the
+    engine's own view of it, and a report.html that an XML parser reads with its plots inline."""
+    out = tmp_path / "sweep"
+    command = [
+        *(sys.executable, "-m", "server.cli", "loadtest", "--sweep", "--max-concurrency", "4"),
+        *("--url", server.base_url, "--protocol", "openai", "--num-requests", "2", "--output-tokens", "4"),
+        *("--warmup", "1", "--scrape-interval", "0.5", "--no-progress", "--out", str(out)),
+    ]
+    env = {**os.environ, "WAI_API_KEY": server.api_key}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "knee A:" in done.stdout
+
+    report = json.loads((out / "report.json").read_text())
+    levels = report["levels"]
+    assert [level["level"] for level in levels][:2] == [1, 2] and len(levels) <= 3  # 1, 2, 4 at most
+    for level in levels:
+        summary, engine = level["summaries"]["A"], level["engine"]["A"]
+        assert summary["completed"] == 8 * level["level"] and summary["errors"] == {}, summary
+        assert engine["problem"] is None and engine["samples"] >= 1, engine
+        assert engine["running"]["max"] is not None
+        assert engine["waiting"]["max"] is not None and engine["preemptions"] is not None
+        assert 0 <= engine["kv_cache_usage_pct"]["max"] <= 100
+    assert any(level["engine"]["A"]["running"]["max"] >= 1 for level in levels)  # read while requests ran
+    sweep = report["sweep"]
+    assert sweep["max_concurrency"] == 4 and set(sweep["knees"]) == {"A"} and sweep["stopped"]
+
+    markdown = (out / "report.md").read_text()
+    assert "## Saturation sweep" in markdown and "## Engine during each level (from /metrics)" in markdown
+    page = ET.fromstring((out / "report.html").read_text())  # well-formed, or this raises
+    assert len(list(page.iter("{http://www.w3.org/2000/svg}svg"))) == 3
