@@ -165,7 +165,8 @@ def test_per_key_rate_and_scope(small_server):
 
 def test_sigterm_drains_then_exits_0(small_server):
     # Last in this module: it stops the server.
-    body = {"prompt": "Count to five.", "max_tokens": 24, "stream": True}
+    # A long answer (about 6 s here), so that it is still in flight when the new request comes.
+    body = {"prompt": "Write a long story about a cat who learns to fly.", "max_tokens": 64, "stream": True}
     with small_server.client() as client, client.stream("POST", small_server.run_url(), json=body) as response:
         assert response.status_code == 200
         small_server.process.send_signal(signal.SIGTERM)
