@@ -43,7 +43,7 @@ serve: prepare
 
 test: $(INSTALLED_DEV) test-tools
 	$(WAI) prepare --config $(CONFIG)
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest --durations=30 $(PYTEST_ARGS)
 
 test-fast: $(INSTALLED_DEV)
 	$(VENV)/bin/python -m pytest $(FAST_TESTS) $(PYTEST_ARGS)

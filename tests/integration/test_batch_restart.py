@@ -14,7 +14,7 @@ from tests.integration.scrape import request_log
 from tests.integration.server import RunningServer, start_server, text_only_config
 
 ITEMS = 6
-COUNTING = {"messages": [{"role": "user", "content": "Count from 1 to 300, separated by commas."}], "max_tokens": 48}
+COUNTING = {"messages": [{"role": "user", "content": "Count from 1 to 300, separated by commas."}], "max_tokens": 24}
 
 
 def items(db: Path, job: str) -> list[tuple[str, int, int]]:
@@ -43,7 +43,9 @@ def poll(server: RunningServer, job: str) -> dict:
 
 def test_a_job_survives_a_stop_and_a_kill_and_each_item_completes_once(tmp_path):
     db = tmp_path / "batch.sqlite3"
-    config = text_only_config(tmp_path, batch={"db_path": str(db), "concurrency": 2, "max_jobs": 2})
+    config = text_only_config(
+        tmp_path, model={"lora": {"enabled": False}}, batch={"db_path": str(db), "concurrency": 2, "max_jobs": 2}
+    )
     logs: list[dict] = []
 
     first = start_server("batch-restart-1", config=config)
