@@ -24,7 +24,7 @@ from server.api.common import accepting_requests, read_json_body
 from server.api.pipeline import resolve
 from server.api.workers_ai import run_inputs, search_models
 from server.auth import require_api_key
-from server.protocol import binding
+from server.protocol import binding, catalog
 
 router = APIRouter(dependencies=[Depends(require_api_key), Depends(accepting_requests)], include_in_schema=False)
 
@@ -55,8 +55,8 @@ async def remote_binding(account_id: str, request: Request):
             search=query.get("search"),
             task=query.get("task"),
             author=query.get("author"),
-            page=_count(query, "page", most=None),
-            per_page=_count(query, "per_page", most=1000),
+            page=_count(query, "page", catalog.FIRST_PAGE, most=None),
+            per_page=_count(query, "per_page", catalog.DEFAULT_PER_PAGE, most=catalog.MAX_PER_PAGE),
         )
     raise errors.no_route()
 
@@ -71,9 +71,9 @@ async def run_call(request: Request) -> Response:
     return await run_inputs(request, route, binding.as_run_body(inputs, options), enveloped=False)
 
 
-def _count(query: dict[str, str], name: str, most: int | None) -> int:
-    """A paging parameter of the forwarded URL: a whole number from 1 (to `most`); 1, 50 when not sent."""
-    sent = query.get(name, "1" if name == "page" else "50")
+def _count(query: dict[str, str], name: str, default: int, most: int | None) -> int:
+    """A paging parameter of the forwarded URL: a whole number from 1 (to `most`), `default` when not sent."""
+    sent = query.get(name, str(default))
     if not sent.isdigit() or int(sent) < 1 or (most is not None and int(sent) > most):
         raise errors.bad_input(f"'/{name}' must be a whole number from 1" + (f" to {most}" if most else ""), param=name)
     return int(sent)

@@ -35,11 +35,15 @@ class RunAnswer:
     enveloped: bool = True  # the binding routes (api/binding.py) answer the bare result
 
     def whole(self, completion: Completion) -> dict[str, Any]:
-        result = workers_ai.text_result(completion, self.json_mode)
-        return workers_ai.success(result) if self.enveloped else result
+        return enveloped_if(self.enveloped, workers_ai.text_result(completion, self.json_mode))
 
     def events(self, deltas: AsyncIterator[TextDelta]) -> AsyncIterator[bytes]:
         return workers_ai_events(deltas, self.streaming)
+
+
+def enveloped_if(enveloped: bool, result: dict[str, Any]) -> dict[str, Any]:
+    """The run endpoint answers in the envelope; the binding routes (api/binding.py) the bare result."""
+    return workers_ai.success(result) if enveloped else result
 
 
 RUN_BODY = openapi.one_of_bodies(
@@ -61,14 +65,13 @@ async def run(account_id: str, model: str, request: Request):
 
 async def run_inputs(request: Request, route: Route, body: Any, enveloped: bool = True) -> Response:
     """A model's inputs run on its route, answered in the envelope or (the binding routes) bare."""
-
-    def wrap(result: dict[str, Any]) -> dict[str, Any]:
-        return workers_ai.success(result) if enveloped else result
-
     if isinstance(route.service, EmbeddingService):
         embedding = workers_ai.parse_embeddings_input(body)
         return await run_embeddings(
-            request, route, embedding, lambda result: wrap(workers_ai.embeddings_result(result.vectors, result.pooling))
+            request,
+            route,
+            embedding,
+            lambda result: enveloped_if(enveloped, workers_ai.embeddings_result(result.vectors, result.pooling)),
         )
     text = workers_ai.parse_run_input(body, request.query_params)
     answer = RunAnswer(
@@ -83,8 +86,8 @@ async def search_models(
     search: str | None = None,
     task: str | None = None,
     author: str | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
-    per_page: Annotated[int, Query(ge=1, le=1000)] = 50,
+    page: Annotated[int, Query(ge=catalog.FIRST_PAGE)] = catalog.FIRST_PAGE,
+    per_page: Annotated[int, Query(ge=1, le=catalog.MAX_PER_PAGE)] = catalog.DEFAULT_PER_PAGE,
 ):
     """Every served name, filtered and paged; past the last page the result is empty."""
     entries = catalog_entries(request)

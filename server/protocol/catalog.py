@@ -97,6 +97,12 @@ def matches(entry: Entry, search: str | None, task: str | None, author: str | No
     return not author or author.lower() == entry.author.lower()
 
 
+# Paging of the catalog search, as Cloudflare's: pages from 1, 50 items a page by default, at most 1,000.
+FIRST_PAGE = 1
+DEFAULT_PER_PAGE = 50
+MAX_PER_PAGE = 1000
+
+
 def search_page(entries: list[Entry], page: int, per_page: int, **filters: str | None) -> dict[str, Any]:
     """One page of matching items, with Cloudflare's `result_info`."""
     found = [item(entry) for entry in entries if matches(entry, **filters)]
