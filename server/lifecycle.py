@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from typing import TypeVar
@@ -28,37 +29,75 @@ CUT_GRACE_S = 5.0  # after a cut, how long requests get to write their last even
 
 
 class Deadline:
-    """When one request must be done (a loop time), and the error it ends with if cut short."""
+    """When one request must be done (a loop time), and the error it ends with if cut short.
+
+    One timer per request, armed while its deltas are read and moved only when the deadline moves:
+    a timeout around each delta cost a timer per streamed token.
+    """
 
     def __init__(self, at: float):
         self.at = at
         self.error: errors.WaiError | None = None
-        self._waiting: asyncio.Timeout | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting: asyncio.Task | None = None  # the task awaiting the next item, while it does
+        self._expired = False  # the timer cancelled that task
 
     def shorten(self, timeout_s: float) -> None:
         """The client asked for less time: `timeout_s` from now, if that is sooner."""
         self.at = min(self.at, asyncio.get_running_loop().time() + timeout_s)
+        self._rearm()
 
     def cut(self, error: errors.WaiError) -> None:
         self.error, self.at = error, asyncio.get_running_loop().time()
-        if self._waiting is not None:
-            self._waiting.reschedule(self.at)
+        self._rearm()
 
     async def within(self, items: AsyncGenerator[T, None]) -> AsyncIterator[T]:
         """`items`, each awaited under the deadline; past it, `items` is closed and the error raised."""
-        async with aclosing(items):
-            while True:
-                try:
-                    async with asyncio.timeout_at(self.at) as waiting:
-                        self._waiting = waiting
+        loop = asyncio.get_running_loop()
+        self._arm(loop)
+        try:
+            async with aclosing(items):
+                while True:
+                    if loop.time() >= self.at:
+                        raise self._passed()
+                    task = self._waiting = asyncio.current_task()
+                    try:
                         item = await anext(items)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    raise (self.error or errors.request_timeout()) from None
-                finally:
-                    self._waiting = None
-                yield item
+                    except StopAsyncIteration:
+                        return
+                    except asyncio.CancelledError:
+                        if not self._expired or task is None or task.uncancel() > 0:
+                            raise  # somebody else's cancellation
+                        raise self._passed() from None
+                    finally:
+                        self._waiting = None
+                    yield item
+        finally:
+            self._disarm()
+
+    def _passed(self) -> errors.WaiError:
+        return self.error or errors.request_timeout()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._disarm()
+        if self.at != math.inf:
+            self._timer = loop.call_at(self.at, self._expire)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _rearm(self) -> None:
+        if self._timer is not None:
+            self._arm(asyncio.get_running_loop())
+
+    def _expire(self) -> None:
+        """The deadline passed: stop the wait for the next item; between items, `within` sees it itself."""
+        self._timer = None
+        if self._waiting is not None and not self._expired:
+            self._expired = True
+            self._waiting.cancel()
 
 
 class Lifecycle:

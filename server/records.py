@@ -14,6 +14,7 @@ after the last byte, a crash or the client leaving.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -176,18 +177,31 @@ class RequestRecord:
 
 def count_tokens(model: str, lora: str, price: Pricing | None, prompt_tokens: int, completion_tokens: int) -> None:
     """Tokens processed, and what they would have cost hosted: for requests and batch items alike."""
+    prompt, generation, cost, neurons = _token_counters(model, lora)
     if prompt_tokens:
-        metrics.PROMPT_TOKENS.labels(model, lora).inc(prompt_tokens)
+        prompt.inc(prompt_tokens)
     if completion_tokens:
-        metrics.GENERATION_TOKENS.labels(model, lora).inc(completion_tokens)
+        generation.inc(completion_tokens)
     if price is not None and (prompt_tokens or completion_tokens):
-        metrics.COST_USD.labels(model).inc(
+        cost.inc(
             (prompt_tokens * price.usd_per_m_input_tokens + completion_tokens * price.usd_per_m_output_tokens) / 1e6
         )
-        metrics.NEURONS.labels(model).inc(
+        neurons.inc(
             (prompt_tokens * price.neurons_per_m_input_tokens + completion_tokens * price.neurons_per_m_output_tokens)
             / 1e6
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _token_counters(model: str, lora: str) -> tuple[Any, Any, Any, Any]:
+    """The counters of one model and fine-tune, looked up once: finding a labelled counter costs more
+    than adding to it, and streams add to these at every token."""
+    return (
+        metrics.PROMPT_TOKENS.labels(model, lora),
+        metrics.GENERATION_TOKENS.labels(model, lora),
+        metrics.COST_USD.labels(model),
+        metrics.NEURONS.labels(model),
+    )
 
 
 def _rounded(seconds: float | None) -> float | None:

@@ -1,13 +1,20 @@
-"""Server-sent event encoders: the Workers AI event sequence and OpenAI's chunk sequence."""
+"""Server-sent event encoders: the Workers AI event sequence and OpenAI's chunk sequence.
+
+Every streamed token passes through here, so the bytes of an event are put together from parts built
+once per stream (the OpenAI chunk's envelope, the Workers AI event's ending with its padding) around
+the one part that changes, the text, encoded with orjson.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import secrets
+import os
 import string
 from collections.abc import AsyncIterator
 from typing import Any
+
+import orjson
 
 from server import errors
 from server.config import StreamingConfig
@@ -18,22 +25,60 @@ from server.serving.tools import AnswerDelta
 
 log = logging.getLogger("wai.streaming")
 
-_PADDING_ALPHABET = string.ascii_letters + string.digits
 DONE = b"data: [DONE]\n\n"
+_PADDING_ALPHABET = (string.ascii_letters + string.digits).encode()
 
 
-def sse(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+def json_bytes(data: Any) -> bytes:
+    """Compact JSON as UTF-8. orjson refuses a string that is not valid Unicode (a lone surrogate),
+    which the standard encoder writes escaped."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
-def padding(config: StreamingConfig) -> str:
+def sse(data: Any) -> bytes:
+    return b"data: " + json_bytes(data) + b"\n\n"
+
+
+class Padding:
     """Random-length filler so that event sizes do not reveal token lengths.
 
-    Only the length has to be secret, so one random draw per event: drawing every character cost
-    about 8x more and showed in the stream's per-token profile.
+    Only the length has to be secret. The lengths come from the operating system's random source,
+    read 4 KiB at a time rather than once per event: a read per event showed in the per-token
+    profile. The endings (`,"p":"…"}` and the event's blank line) are built once per length.
     """
-    length = secrets.randbelow(config.padding_max_chars) + 1
-    return (_PADDING_ALPHABET * (length // len(_PADDING_ALPHABET) + 1))[:length]
+
+    _DRAWS = 1024  # lengths per read of the random source, 4 bytes each
+
+    def __init__(self, max_chars: int):
+        self.max_chars = max_chars
+        fill = _PADDING_ALPHABET * (max_chars // len(_PADDING_ALPHABET) + 1)
+        self._endings = [b',"p":"' + fill[:length] + b'"}\n\n' for length in range(1, max_chars + 1)]
+        self._draws: list[int] = []
+
+    def length(self) -> int:
+        if not self._draws:
+            raw = os.urandom(4 * self._DRAWS)
+            # 32-bit draws: the modulo's bias is below one in 10^7 for any max_chars up to 400.
+            self._draws = [int.from_bytes(raw[i : i + 4], "little") % self.max_chars for i in range(0, len(raw), 4)]
+        return self._draws.pop() + 1
+
+    def ending(self) -> bytes:
+        """The end of a token event: the padding field, the closing brace and the blank line."""
+        return self._endings[self.length() - 1]
+
+
+_paddings: dict[int, Padding] = {}
+
+
+def padding_for(config: StreamingConfig) -> Padding:
+    """One Padding per maximum length, shared by every stream (its draws are independent)."""
+    found = _paddings.get(config.padding_max_chars)
+    if found is None:
+        found = _paddings[config.padding_max_chars] = Padding(config.padding_max_chars)
+    return found
 
 
 async def workers_ai_events(deltas: AsyncIterator[TextDelta], config: StreamingConfig) -> AsyncIterator[bytes]:
@@ -42,15 +87,14 @@ async def workers_ai_events(deltas: AsyncIterator[TextDelta], config: StreamingC
 
     `[DONE]` is sent even after an error, since clients treat a stream without it as truncated.
     """
+    pad = padding_for(config) if config.padding else None
     prompt_tokens = completion_tokens = 0
     try:
         async for delta in deltas:
             prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
             if delta.text:
-                event: dict[str, Any] = {"response": delta.text}
-                if config.padding:
-                    event["p"] = padding(config)
-                yield sse(event)
+                text = json_bytes(delta.text)
+                yield b'data: {"response":' + text + (pad.ending() if pad is not None else b"}\n\n")
             if isinstance(delta, AnswerDelta) and delta.calls:
                 # A call is sent whole once made (its arguments object parsed and checked).
                 yield sse({"response": "", "tool_calls": workers_ai_calls(delta.calls)})
@@ -64,12 +108,24 @@ async def workers_ai_events(deltas: AsyncIterator[TextDelta], config: StreamingC
     yield DONE
 
 
+class _ChunkEnvelope:
+    """The bytes of an OpenAI chunk around its choices, the same in every chunk of one stream."""
+
+    def __init__(self, answer: openai.ChatFormat | openai.CompletionFormat):
+        before, after = json_bytes(answer.chunk([])).split(b'"choices":[]', 1)
+        self._head, self._tail = b"data: " + before + b'"choices":[', b"]" + after + b"\n\n"
+
+    def around(self, choice: dict[str, Any]) -> bytes:
+        return self._head + json_bytes(choice) + self._tail
+
+
 async def openai_events(
     deltas: AsyncIterator[TextDelta], answer: openai.ChatFormat | openai.CompletionFormat
 ) -> AsyncIterator[bytes]:
     """OpenAI's chunk events, one per delta that shows something; with include_usage, a last chunk
     with no choices and the usage. Then `[DONE]`, also after an error (sent as an OpenAI error
     object, which the SDKs raise)."""
+    envelope = _ChunkEnvelope(answer)
     prompt_tokens, cached_tokens, completion_tokens = 0, 0, {}
     try:
         async for delta in deltas:
@@ -77,7 +133,7 @@ async def openai_events(
             completion_tokens[delta.index] = delta.completion_tokens
             choice = answer.chunk_choice(delta)
             if choice is not None:
-                yield sse(answer.chunk([choice]))
+                yield envelope.around(choice)
         if answer.include_usage:
             yield sse(answer.chunk([], openai.usage(prompt_tokens, sum(completion_tokens.values()), cached_tokens)))
     except errors.WaiError as error:
