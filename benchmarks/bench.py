@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from server.config import load_settings
+    from server.engine.cpu_env import cpu_engine_env
     from server.engine.vllm_engine import serve_flags
     from server.prepare import resolve_checkpoint
 
@@ -300,7 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop both servers on the way out
     with ExitStack() as stack:
         wai = stack.enter_context(running("wai", wai_cmd, f"{wai_url}/readyz", args.out / "wai.log", 900, env))
-        vllm = stack.enter_context(running("vllm serve", vllm_cmd, f"{vllm_url}/health", args.out / "vllm.log", 900))
+        # The CPU engine environment wai computes for its own engine (server/engine/cpu_env.py).
+        vllm_env = cpu_engine_env()
+        vllm = stack.enter_context(
+            running("vllm serve", vllm_cmd, f"{vllm_url}/health", args.out / "vllm.log", 900, vllm_env)
+        )
         if not args.skip_sweep:
             profile_path = args.out / "wai-profile.txt"
             cost = FrontEndCost({"wai": (wai.pid, wai_url), "vllm serve": (vllm.pid, vllm_url)})
