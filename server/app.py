@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -26,30 +28,53 @@ from server.serving.lora_checks import BaseModelShapes, BaseModelUnreadable, rea
 from server.serving.registry import ModelRegistry, Service
 from server.serving.text import TextService
 
+if TYPE_CHECKING:
+    from server.engine.shared_engine import EngineClientPlace
+
 log = logging.getLogger("wai")
 
 
+@dataclass(frozen=True)
+class FrontEnd:
+    """This process as one of several front ends sharing the engines (`wai serve --api-processes`,
+    server/frontends.py): its index, and its place on each model's engine, by model name."""
+
+    index: int
+    count: int
+    engines: dict[str, EngineClientPlace] = field(default_factory=dict)
+
+    @property
+    def runs_batch_items(self) -> bool:
+        return self.index == 0  # one runner per batch store, so that no item runs twice
+
+
 class VllmEngines:
-    """Every model on its own vLLM engine (imported only here: vLLM takes seconds to import)."""
+    """Every model on its own vLLM engine, or, in a front end of several, on the engine core its
+    supervisor runs (imported only here: vLLM takes seconds to import)."""
+
+    def __init__(self, front_end: FrontEnd | None = None):
+        self.shared = front_end.engines if front_end is not None else {}
 
     def text(self, model: ModelConfig, checkpoint: str, chat_template: str | None) -> TextEngine:
         from server.engine.vllm_engine import VllmTextEngine
 
-        return VllmTextEngine(model, checkpoint, chat_template=chat_template)
+        return VllmTextEngine(model, checkpoint, chat_template=chat_template, shared=self.shared.get(model.name))
 
     def embedding(self, model: ModelConfig, checkpoint: str) -> EmbeddingEngine:
         from server.engine.vllm_engine import VllmEmbeddingEngine
 
-        return VllmEmbeddingEngine(model, checkpoint)
+        return VllmEmbeddingEngine(model, checkpoint, shared=self.shared.get(model.name))
 
 
-def build_registry(settings: Settings, engines: Engines) -> ModelRegistry:
+def build_registry(settings: Settings, engines: Engines, front_end: FrontEnd | None = None) -> ModelRegistry:
     """Resolve every model's weights now, so that a missing checkpoint fails at start, not per request."""
-    checkpoints = {model.name: resolve_checkpoint(model, settings.cache_dir) for model in settings.models}
+    checkpoints = resolve_checkpoints(settings)
     shapes = {
         model.name: lora_base_shapes(model, checkpoints[model.name]) for model in settings.models if model.lora.enabled
     }
-    adapters = AdapterStore(settings.adapter_store_dir, settings.models, shapes)
+    # A front end of several finds the store cleared by its supervisor, and must not clear it again
+    # under another front end's uploads.
+    adapters = AdapterStore(settings.adapter_store_dir, settings.models, shapes, clear_at_start=front_end is None)
     services: list[Service] = []
     for model in settings.models:
         checkpoint = checkpoints[model.name]
@@ -64,6 +89,11 @@ def build_registry(settings: Settings, engines: Engines) -> ModelRegistry:
                 "%s stands in for %s: replies under that name carry x-wai-stand-in: %s", model.name, name, model.name
             )
     return ModelRegistry(services, adapters)
+
+
+def resolve_checkpoints(settings: Settings) -> dict[str, str]:
+    """Every model's checkpoint, by model name."""
+    return {model.name: resolve_checkpoint(model, settings.cache_dir) for model in settings.models}
 
 
 def lora_base_shapes(model: ModelConfig, checkpoint: str) -> BaseModelShapes:
@@ -90,18 +120,21 @@ async def run_engines(registry: ModelRegistry, lifecycle: Lifecycle, every_s: fl
         with contextlib.suppress(Exception):
             await service.engine.start()
             started.append(service)
+            metrics.ENGINE_READY.labels(service.model.name).set(1)
     while True:
         for service in started:
             if not service.engine.is_ready():
+                metrics.ENGINE_READY.labels(service.model.name).set(0)
                 await lifecycle.engine_died(service.model.name)
                 return
         await asyncio.sleep(every_s)
 
 
-def create_app(settings: Settings, engines: Engines | None = None) -> FastAPI:
-    registry = build_registry(settings, engines or VllmEngines())
+def create_app(settings: Settings, engines: Engines | None = None, front_end: FrontEnd | None = None) -> FastAPI:
+    """The app of the one `wai serve` process, or (`front_end`) of one of its front-end processes."""
+    registry = build_registry(settings, engines or VllmEngines(front_end), front_end)
     lifecycle = Lifecycle(settings.limits.drain_timeout_s)
-    batch = BatchJobs(settings, registry, lifecycle)
+    batch = BatchJobs(settings, registry, lifecycle, runs_items=front_end is None or front_end.runs_batch_items)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -7,12 +7,20 @@ import asyncio
 import logging
 import sys
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from server.config import Settings, load_settings
 from server.lifecycle import Lifecycle
 from server.records import log_one_json_object_per_line
+
+if TYPE_CHECKING:
+    import socket
+
+    from fastapi import FastAPI
+
+    from server.app import FrontEnd
 
 log = logging.getLogger("wai")
 
@@ -26,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="address to bind (default: the config's, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default: the config's, 8000)")
     serve.add_argument("--insecure", action="store_true", help="allow a non-loopback address without API keys")
+    serve.add_argument(
+        "--api-processes",
+        type=int,
+        help="front-end processes sharing each model's engine (default: the config's api_processes, 1)",
+    )
     serve.set_defaults(run=run_serve)
 
     prepare = commands.add_parser("prepare", help="fetch and convert every model a config names")
@@ -52,9 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     loadtest.set_defaults(run=loadtest_cli.run)
 
     args = parser.parse_args(argv)
+    configure_logging()
+    return args.run(args)
+
+
+def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log_one_json_object_per_line()
-    return args.run(args)
 
 
 def _load(args: argparse.Namespace, **overrides) -> Settings | None:
@@ -70,25 +87,47 @@ def run_serve(args: argparse.Namespace) -> int:
     from server.prepare import PrepareError
     from server.serving.lora_checks import BaseModelUnreadable
 
-    settings = _load(args, host=args.host, port=args.port)
+    settings = _load(args, host=args.host, port=args.port, api_processes=args.api_processes)
     if settings is None:
         return 2
     try:
         check_bind(settings.host, settings.has_keys, args.insecure)
+        if settings.api_processes > 1:
+            from server import frontends
+
+            return frontends.serve(settings, run_front_end)
         from server.app import create_app
 
         app = create_app(settings)
     except (UnsafeBind, PrepareError, BaseModelUnreadable) as exc:
         print(f"wai: {exc}", file=sys.stderr)
         return 2
+    return serve_app(app, settings)
+
+
+def serve_app(app: FastAPI, settings: Settings, sockets: list[socket.socket] | None = None) -> int:
+    """Serve `app` until it drains (or its engine dies); its exit code. On `sockets` when given (a
+    front end of several), else on the configured host and port."""
     # Requests are drained before uvicorn shuts down (server/lifecycle.py); what is left then is a
     # connection that never sent a request, or a client that stopped reading.
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="info", access_log=False, timeout_graceful_shutdown=5
     )
     server = DrainingServer(config, app.state.lifecycle)
-    server.run()
+    server.run(sockets)
     return app.state.lifecycle.exit_code
+
+
+def run_front_end(fields: dict[str, Any], sock: socket.socket, front_end: FrontEnd) -> None:
+    """The main of one of several front-end processes (server/frontends.py): wai's app, its engines
+    clients of the supervisor's, served on the supervisor's socket."""
+    from server import frontends
+    from server.app import create_app
+
+    frontends.become_front_end()
+    configure_logging()
+    settings = Settings(**fields)
+    sys.exit(serve_app(create_app(settings, front_end=front_end), settings, [sock]))
 
 
 class DrainingServer(uvicorn.Server):

@@ -193,6 +193,12 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    api_processes: int = Field(
+        1,
+        ge=1,
+        description="front-end (HTTP) processes sharing each model's one engine, as vLLM's --api-server-count;"
+        " 1 serves from the `wai serve` process itself (`wai serve --api-processes N`)",
+    )
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     keys: list[KeyConfig] = Field(default_factory=list)  # keys with limits, digests or scopes
     cache_dir: Path = Field(default_factory=default_cache_dir)

@@ -3,6 +3,13 @@
 The engine's own `vllm:*` series (running and waiting requests, KV cache usage, prefix cache,
 preemptions) register themselves in the same default registry, so `GET /metrics` serves both.
 
+With several front-end processes (`wai serve --api-processes N`), every process writes its series
+into the folder PROMETHEUS_MULTIPROC_DIR names (set by the supervisor before any of them starts),
+and `GET /metrics`, whichever process answers it, serves them all combined (`registry()`): counters
+and histograms add up over the processes; each gauge says how it combines (`ACROSS_PROCESSES`). The
+`vllm:*` series do as under `vllm serve --api-server-count`: each front end's stat logger writes its
+own, counters add up, and the engine's gauges are the value written last.
+
 Label values come only from the config, never from what a client sent:
 - `model`: the served model's configured public name (`ModelConfig.name`), whatever alias the
   client used; `none` for a request that failed before a model was resolved (bad key, no route,
@@ -15,7 +22,10 @@ Label values come only from the config, never from what a client sent:
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import functools
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 NO_MODEL = "none"
 NO_LORA = "none"
@@ -57,6 +67,14 @@ DURATION_BUCKETS = (*_DECADES, 250.0, 600.0)
 MODEL = ("model",)
 MODEL_LORA = ("model", "lora")
 
+# How a gauge combines over the live front-end processes, in the words the README's table uses.
+# (A process's `live*` values leave with it: the supervisor forgets each front end that exits.)
+ACROSS_PROCESSES = {
+    "livesum": "summed over the front-end processes",
+    "livemin": "the lowest of the front-end processes",
+    "livemostrecent": "the value a front-end process wrote last",
+}
+
 REQUESTS = Counter(
     "wai_requests",
     "Requests answered, by outcome.",
@@ -92,7 +110,12 @@ REQUEST_QUEUE = Histogram(
     MODEL_LORA,
     buckets=LATENCY_BUCKETS,
 )
-IN_FLIGHT = Gauge("wai_requests_in_flight", "Requests resolved to a model and not yet answered.", MODEL)
+IN_FLIGHT = Gauge(
+    "wai_requests_in_flight",
+    "Requests resolved to a model and not yet answered.",
+    MODEL,
+    multiprocess_mode="livesum",  # each process counts its own requests
+)
 COST_USD = Counter(
     "wai_workers_ai_cost_usd",
     "What the same tokens would have cost on hosted Workers AI (config prices).",
@@ -107,13 +130,19 @@ ENGINE_READY = Gauge(
     "wai_engine_ready",
     "1 while the model's engine answers; 0 while it starts and after it died.",
     MODEL,
+    multiprocess_mode="livemin",  # ready only once every front end reaches the engine
 )
 BATCH_ITEMS = Counter(
     "wai_batch_items",
     "Async batch items, apart from interactive requests: success, error (failed alone), requeued (to run again).",
     ("model", "outcome"),
 )
-BATCH_JOBS = Gauge("wai_batch_jobs", "Async batch jobs kept, by status: queued, running, done.", ("status",))
+BATCH_JOBS = Gauge(
+    "wai_batch_jobs",
+    "Async batch jobs kept, by status: queued, running, done.",
+    ("status",),
+    multiprocess_mode="livemostrecent",  # counts of the one shared store: the latest count is the true one
+)
 BATCH_OUTCOMES = ("success", "error", "requeued")
 BATCH_STATUSES = ("queued", "running", "done")
 
@@ -126,3 +155,19 @@ def declare_model(model: str) -> None:
         series.labels(model)
     for outcome in BATCH_OUTCOMES:
         BATCH_ITEMS.labels(model, outcome)
+
+
+@functools.cache
+def registry() -> CollectorRegistry:
+    """What `GET /metrics` serves: this process's series, or with several front-end processes
+    (PROMETHEUS_MULTIPROC_DIR set), every live one's combined."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return REGISTRY
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined)
+    return combined
+
+
+def forget_process(pid: int) -> None:
+    """A front-end process exited: drop its `live*` gauges (its counters and histograms stay counted)."""
+    multiprocess.mark_process_dead(pid)

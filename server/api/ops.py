@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from server import errors
 from server import metrics as wai_metrics
@@ -43,4 +43,4 @@ async def metrics(request: Request) -> Response:
     registry: ModelRegistry = request.app.state.registry
     for service in registry.services:
         wai_metrics.ENGINE_READY.labels(service.model.name).set(1 if service.engine.is_ready() else 0)
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(wai_metrics.registry()), media_type=CONTENT_TYPE_LATEST)

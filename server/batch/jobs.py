@@ -9,6 +9,10 @@ An item interrupted by the server (shutdown, a full queue, an engine that died) 
 queue and runs again later; an item that fails on its own (its prompt too long, say) is done, with
 its error as its answer. Items still running when the server stops are cancelled (their engine
 requests aborted) and queued again; the store queues again those a killed process left running.
+
+With several front-end processes (`wai serve --api-processes N`) every one takes jobs and answers
+polls, but only the first runs items: a second runner would queue again, when it opens the store,
+the items the first has in flight, and they would run twice.
 """
 
 from __future__ import annotations
@@ -48,10 +52,25 @@ BATCH = "batch"
 SERVER_BUSY = {errors.service_unavailable().status, errors.capacity_exceeded().status}
 
 
+class SubmittingStore(BatchStore):
+    """The store as a front end that does not run items opens it: the items running are another
+    process's, in flight, not left behind by a stopped one."""
+
+    def requeue_running(self) -> int:
+        return 0
+
+
 class BatchJobs:
     def __init__(
-        self, settings: Settings, registry: ModelRegistry, lifecycle: Lifecycle, clock: Callable[[], float] = time.time
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        lifecycle: Lifecycle,
+        clock: Callable[[], float] = time.time,
+        runs_items: bool = True,
     ):
+        """`runs_items`: False in every front end but one; such a one takes jobs and answers polls only."""
+        self.runs_items = runs_items
         self.config = settings.batch
         self.db_path = settings.batch_db_path
         self.request_timeout_s = settings.limits.request_timeout_s
@@ -73,6 +92,10 @@ class BatchJobs:
     # --- the app's lifespan -------------------------------------------------------------------
     def start(self) -> None:
         """Open the store (queueing again what a stopped process left running) and start running items."""
+        if not self.runs_items:
+            self._store = SubmittingStore.open(self.db_path)
+            self._refresh_gauge()
+            return
         self._store = BatchStore.open(self.db_path)
         self._refresh_gauge()
         self._runner = asyncio.create_task(self._run(), name="wai-batch-runner")

@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vllm import PoolingParams, SamplingParams, TokensPrompt
+from vllm import envs as vllm_envs
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.exceptions import VLLMClientError
 from vllm.lora.request import LoRARequest
@@ -25,6 +27,7 @@ from vllm.v1.engine.exceptions import EngineDeadError
 from vllm.v1.metrics.stats import RequestStateStats
 
 from server.config import ModelConfig
+from server.engine.cpu_env import apply_cpu_engine_env
 from server.engine.types import (
     Adapter,
     AdapterLoadFailed,
@@ -34,6 +37,9 @@ from server.engine.types import (
     GenerationParams,
     TextDelta,
 )
+
+if TYPE_CHECKING:
+    from server.engine.shared_engine import EngineClientPlace
 
 log = logging.getLogger("wai.engine")
 
@@ -103,6 +109,21 @@ def serve_flags(model: ModelConfig, checkpoint: str) -> list[str]:
     return flags
 
 
+# How many requests' outputs vLLM's front end hands over before letting the streams run (its
+# VLLM_V1_OUTPUT_PROC_CHUNK_SIZE, 128 by default).
+WHOLE_STEP = 1 << 16
+
+
+def hand_over_whole_steps() -> None:
+    """Coalescing for streams that fell behind. vLLM hands each engine step's outputs to the streams
+    in chunks, and lets every stream write between two chunks. When the front end falls behind the
+    engine, steps then queue before it, and each stream still gets one event per token. Handed over
+    whole, the steps waiting meanwhile are merged into each stream's next delta (vLLM's
+    RequestOutputCollector), so a stream that fell behind writes one event with all its new text, in
+    order. A stream that keeps up gets the same events as before. Not when the user chose a size."""
+    os.environ.setdefault("VLLM_V1_OUTPUT_PROC_CHUNK_SIZE", str(WHOLE_STEP))
+
+
 # SamplingParams' own fields: a name outside them is a mapping bug, refused as such (not a 500).
 SAMPLING_FIELDS = frozenset(SamplingParams.__struct_fields__)
 
@@ -149,22 +170,37 @@ class _Progress:
 class VllmEngine:
     """One served model on one vLLM engine: start, readiness, tokenizer, abort, stop."""
 
-    def __init__(self, model: ModelConfig, checkpoint: str, chat_template: str | None = None):
+    def __init__(
+        self,
+        model: ModelConfig,
+        checkpoint: str,
+        chat_template: str | None = None,
+        shared: EngineClientPlace | None = None,
+    ):
+        """`shared`: this front end's place on an engine core the supervisor runs for several front
+        ends (server/engine/shared_engine.py); None: the engine is this process's own."""
         self.model = model
         self.checkpoint = checkpoint
         self.chat_template = chat_template
+        self.shared = shared
         self.state = EngineState.STARTING
         self._llm: AsyncLLM | None = None
         self._tokenizer_threads: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         """Build the engine off the event loop, so that health checks answer while it loads."""
+        apply_cpu_engine_env()  # before vLLM spawns the engine's processes, which inherit it
+        hand_over_whole_steps()
         try:
-            self._llm = await asyncio.to_thread(AsyncLLM.from_engine_args, engine_args(self.model, self.checkpoint))
+            self._llm = await asyncio.to_thread(self._build)
         except BaseException:
             self.state = EngineState.DEAD
             log.exception("engine for %s failed to start", self.model.name)
             raise
+        # vLLM reads its settings from the environment again at every step of every request (os.getenv
+        # showed in the streamed-token profile); its engine processes freeze them once started, and so
+        # does the front end from here on.
+        vllm_envs.enable_envs_cache()
         if self.chat_template is not None:
             self.tokenizer.chat_template = self.chat_template
         # vLLM keeps one copy of the tokenizer per renderer worker, plus one for the event loop, and
@@ -175,6 +211,13 @@ class VllmEngine:
         )
         self.state = EngineState.READY
         log.info("engine for %s is ready", self.model.name)
+
+    def _build(self) -> AsyncLLM:
+        if self.shared is None:
+            return AsyncLLM.from_engine_args(engine_args(self.model, self.checkpoint))
+        from server.engine.shared_engine import connect  # it builds on this module's engine arguments
+
+        return connect(self.model, self.checkpoint, self.shared)
 
     @property
     def tokenizer(self) -> Any:
@@ -235,8 +278,14 @@ class VllmEngine:
 class VllmTextEngine(VllmEngine):
     """A text-generation model, with LoRA adapters when its config enables them."""
 
-    def __init__(self, model: ModelConfig, checkpoint: str, chat_template: str | None = None):
-        super().__init__(model, checkpoint, chat_template)
+    def __init__(
+        self,
+        model: ModelConfig,
+        checkpoint: str,
+        chat_template: str | None = None,
+        shared: EngineClientPlace | None = None,
+    ):
+        super().__init__(model, checkpoint, chat_template, shared)
         # Engine ids of adapters that loaded once: vLLM may evict and reload them from disk later.
         self._adapters_loaded: set[int] = set()
         self._adapter_locks: dict[int, asyncio.Lock] = {}

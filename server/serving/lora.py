@@ -4,12 +4,20 @@ One folder per fine-tune, named by its uuid (never by anything a client sent), h
 `finetune.json` (metadata), `adapter_config.json` and `adapter_model.safetensors`. Every write goes
 to a temporary file in the store and is renamed into place, so a crash or a refused upload never
 leaves a half-written file where a reader could see it. A fine-tune is usable as soon as both files
-are in and checked together. The store's index is read from disk once, at start (so it survives
-restarts), and kept in memory after: every write goes to both.
+are in and checked together.
+
+The disk is the one source of truth, so that several front-end processes (`wai serve
+--api-processes N`) sharing the store see each other's uploads and deletes: each lookup reads the
+fine-tune's metadata afresh (a name is looked up through a remembered id, and the folder is read
+again when that misses). What must not interleave between processes (a name taken twice, two
+adapters given one engine id) happens under a file lock. Each fine-tune's files carry an engine id
+in its metadata, handed out from a counter kept in the store and new with every upload, so that
+every process asks the engine for the same adapter by the same id, and for new files by a new one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -43,6 +51,10 @@ METADATA = "finetune.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 UPLOADS = ".uploads"  # temporary files, on the store's filesystem so that rename is atomic
 TRASH = ".trash"  # fine-tunes being deleted
+LOCK = ".lock"  # held while a name is taken or an engine id handed out
+LAST_ENGINE_ID = ".last-engine-id"
+# Fine-tune ids are uuids the store made; only such a string is ever read as a folder name.
+ID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 @dataclass
@@ -56,9 +68,13 @@ class Finetune:
     created_at: str
     modified_at: str
     public: bool = False
+    # The engine's id for its current files (None until they are stored); not part of the API's view.
+    engine_id: int | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        shown = asdict(self)
+        del shown["engine_id"]
+        return shown
 
 
 @dataclass(frozen=True)
@@ -73,21 +89,34 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def clear_leftovers(root: Path) -> None:
+    """Remove what an interrupted upload or delete left behind: once, before any process serves the store."""
+    root.mkdir(parents=True, exist_ok=True)
+    for leftover in (UPLOADS, TRASH):
+        shutil.rmtree(root / leftover, ignore_errors=True)
+        (root / leftover).mkdir()
+
+
 class AdapterStore:
-    def __init__(self, root: Path, models: list[ModelConfig], shapes: dict[str, BaseModelShapes]):
+    def __init__(
+        self,
+        root: Path,
+        models: list[ModelConfig],
+        shapes: dict[str, BaseModelShapes],
+        clear_at_start: bool = True,
+    ):
         """`models`: every served model (to tell "no such model" from "LoRA off");
-        `shapes`: the base shapes of each LoRA-enabled one, by its canonical name."""
+        `shapes`: the base shapes of each LoRA-enabled one, by its canonical name;
+        `clear_at_start`: False in a front end of several, whose supervisor cleared the store before."""
         self.root = root
         self._by_served_name = {name: model for model in models for name in model.served_names}
         self._lora_models = {name: LoraModel(self._by_served_name[name], shape) for name, shape in shapes.items()}
-        # vLLM wants a positive int per adapter; ids are handed out per process, never reused.
-        self._engine_ids: dict[str, int] = {}
-        self._last_engine_id = 0
-        root.mkdir(parents=True, exist_ok=True)
-        for leftover in (UPLOADS, TRASH):  # what an interrupted upload or delete left behind
-            shutil.rmtree(root / leftover, ignore_errors=True)
-            (root / leftover).mkdir()
-        self._finetunes = {finetune.id: finetune for finetune in self._read_all()}
+        if clear_at_start:
+            clear_leftovers(root)
+        for folder in (root / UPLOADS, root / TRASH):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._ids_by_name: dict[str, str] = {}  # a hint only: every lookup checks it on disk
+        self._read_all()
 
     # --- the management API ---------------------------------------------------------------
 
@@ -97,27 +126,28 @@ class AdapterStore:
             raise errors.bad_input(
                 f"'/name' must match {NAME_PATTERN.pattern} (letters, digits, '.', '-', '_')", param="name"
             )
-        if self._find(name) is not None:
-            raise errors.finetune_name_taken(name)
-        stamp = now()
-        finetune = Finetune(
-            id=str(uuid.uuid4()),
-            name=name,
-            model=lora_model.config.name,
-            description=description,
-            created_at=stamp,
-            modified_at=stamp,
-            public=public,
-        )
-        folder = self._folder(finetune.id)
-        folder.mkdir()
-        self._write_metadata(finetune)
-        self._finetunes[finetune.id] = finetune
+        with self._locked():
+            if self._find(name) is not None:
+                raise errors.finetune_name_taken(name)
+            stamp = now()
+            finetune = Finetune(
+                id=str(uuid.uuid4()),
+                name=name,
+                model=lora_model.config.name,
+                description=description,
+                created_at=stamp,
+                modified_at=stamp,
+                public=public,
+            )
+            folder = self._folder(finetune.id)
+            folder.mkdir()
+            self._write_metadata(finetune)
+        self._ids_by_name[finetune.name] = finetune.id
         log.info("created finetune %s (%s) for %s", finetune.name, finetune.id, finetune.model)
         return finetune
 
     def finetunes(self, public_only: bool = False) -> list[Finetune]:
-        finetunes = [f for f in self._finetunes.values() if f.public or not public_only]
+        finetunes = [f for f in self._read_all() if f.public or not public_only]
         return sorted(finetunes, key=lambda f: (f.created_at, f.name))
 
     def get(self, id_or_name: str) -> Finetune:
@@ -130,8 +160,10 @@ class AdapterStore:
         finetune = self.get(id_or_name)
         # One rename takes it out of sight; removing the files after cannot leave it half there.
         trashed = self.root / TRASH / finetune.id
-        os.replace(self._folder(finetune.id), trashed)
-        del self._finetunes[finetune.id]
+        try:
+            os.replace(self._folder(finetune.id), trashed)
+        except FileNotFoundError:  # another process deleted it just now
+            raise errors.finetune_not_found(id_or_name) from None
         shutil.rmtree(trashed, ignore_errors=True)
         log.info("deleted finetune %s (%s)", finetune.name, finetune.id)
         return finetune
@@ -164,10 +196,13 @@ class AdapterStore:
             config = check_config(config_path.read_bytes(), lora_model.shapes, lora_model.config.lora.max_rank)
         if weights_path.is_file():
             check_weights(weights_path, lora_model.shapes, config)
-        os.replace(upload, folder / file_name)
-        finetune.modified_at = now()
-        self._write_metadata(finetune)
-        self._engine_ids.pop(finetune.id, None)  # new weights: the engine must load them afresh
+        with self._locked():  # the new file and its new engine id, together: the engine loads it afresh
+            if not folder.is_dir():  # deleted meanwhile, by another process
+                raise errors.finetune_not_found(id_or_name)
+            os.replace(upload, folder / file_name)
+            finetune.modified_at = now()
+            finetune.engine_id = self._next_engine_id()
+            self._write_metadata(finetune)
         log.info("finetune %s: stored %s", finetune.name, file_name)
         return finetune
 
@@ -192,10 +227,7 @@ class AdapterStore:
         folder = self._folder(finetune.id)
         if not all((folder / name).is_file() for name in ADAPTER_FILES):
             raise errors.finetune_missing_files()
-        if finetune.id not in self._engine_ids:
-            self._last_engine_id += 1
-            self._engine_ids[finetune.id] = self._last_engine_id
-        engine_id = self._engine_ids[finetune.id]
+        engine_id = finetune.engine_id if finetune.engine_id is not None else self._number(finetune)
         return Adapter(key=f"{finetune.id}@{engine_id}", engine_id=engine_id, path=str(folder), name=finetune.name)
 
     def find_by_name(self, name: str) -> Finetune | None:
@@ -210,21 +242,67 @@ class AdapterStore:
             raise errors.finetune_not_found(finetune_id)
         return folder
 
+    def _read(self, finetune_id: str) -> Finetune | None:
+        """The fine-tune's metadata as it is on disk now; None once it is gone (or never was)."""
+        try:
+            return Finetune(**json.loads((self.root / finetune_id / METADATA).read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError):
+            log.warning("skipping unreadable finetune metadata of %s", finetune_id)
+            return None
+
     def _read_all(self) -> list[Finetune]:
         finetunes = []
         for metadata in self.root.glob(f"[!.]*/{METADATA}"):
-            try:
-                finetunes.append(Finetune(**json.loads(metadata.read_text())))
-            except (OSError, ValueError, TypeError):
-                log.warning("skipping unreadable finetune metadata %s", metadata)
+            if ID_PATTERN.match(metadata.parent.name) and (finetune := self._read(metadata.parent.name)) is not None:
+                finetunes.append(finetune)
+        self._ids_by_name = {finetune.name: finetune.id for finetune in finetunes}
         return finetunes
 
     def _find(self, id_or_name: str) -> Finetune | None:
-        found = self._finetunes.get(id_or_name)
-        return found or next((f for f in self._finetunes.values() if f.name == id_or_name), None)
+        """By id, or by name through the id last seen for it; the whole folder is read again only
+        when that misses (the name is new, or went to another fine-tune in another process)."""
+        if ID_PATTERN.match(id_or_name) and (found := self._read(id_or_name)) is not None:
+            return found
+        known = self._ids_by_name.get(id_or_name)
+        if known is not None and (found := self._read(known)) is not None and found.name == id_or_name:
+            return found
+        return next((f for f in self._read_all() if f.name == id_or_name), None)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive across every process sharing the store, for a few file operations at most."""
+        with (self.root / LOCK).open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield  # closing the file releases the lock
+
+    def _next_engine_id(self) -> int:
+        """A positive int never handed out before in this store (call it under the lock)."""
+        counter = self.root / LAST_ENGINE_ID
+        try:
+            last = int(counter.read_text())
+        except (FileNotFoundError, ValueError):  # a new store, or one from before the counter
+            last = max((f.engine_id or 0 for f in self._read_all()), default=0)
+        with tempfile.NamedTemporaryFile("w", dir=self.root / UPLOADS, delete=False) as file:
+            file.write(str(last + 1))
+        os.replace(file.name, counter)
+        return last + 1
+
+    def _number(self, finetune: Finetune) -> int:
+        """An engine id for files that came without one (put in by hand, or by a wai from before ids
+        were kept); the first process to need it gives it, the others read it."""
+        with self._locked():
+            current = self._read(finetune.id)
+            if current is None:
+                raise errors.unknown_adapter(finetune.name, finetune.model)
+            if current.engine_id is None:
+                current.engine_id = self._next_engine_id()
+                self._write_metadata(current)
+            return current.engine_id
 
     def _write_metadata(self, finetune: Finetune) -> None:
         folder = self._folder(finetune.id)
         with tempfile.NamedTemporaryFile("w", dir=self.root / UPLOADS, delete=False) as file:
-            json.dump(finetune.as_dict(), file, indent=2)
+            json.dump(asdict(finetune), file, indent=2)  # the engine id too
         os.replace(file.name, folder / METADATA)

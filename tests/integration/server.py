@@ -90,6 +90,7 @@ def start_server(
     env: dict[str, str] | None = None,
     api_keys: list[str] | None = None,
     startup_timeout: float = 600,
+    api_processes: int | None = None,
 ) -> RunningServer:
     ARTIFACTS.mkdir(exist_ok=True)
     port = free_port()
@@ -107,8 +108,11 @@ def start_server(
     if api_keys:
         proc_env["WAI_API_KEYS"] = ",".join(api_keys)
     log_file = log_path.open("w")
+    command = [sys.executable, "-m", "server.cli", "serve", "--config", str(config), "--port", str(port)]
+    if api_processes is not None:
+        command += ["--api-processes", str(api_processes)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--config", str(config), "--port", str(port)],
+        command,
         cwd=ROOT,
         env=proc_env,
         stdout=log_file,

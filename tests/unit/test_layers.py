@@ -89,7 +89,10 @@ def test_batch_jobs_sit_below_the_routes_and_their_store_stands_alone():
 def test_only_the_engine_imports_vllm():
     graph = imports()
     importers = {module for module, names in graph.items() if any(n.split(".")[0] == "vllm" for n in names)}
-    assert {m for m in importers if m.startswith("server")} == {"server.engine.vllm_engine"}
+    assert {m for m in importers if m.startswith("server")} == {
+        "server.engine.vllm_engine",
+        "server.engine.shared_engine",
+    }
     assert not {m for m in importers if m.startswith("loadtests")}
 
 

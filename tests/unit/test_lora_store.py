@@ -1,5 +1,7 @@
 """The adapter store's pure logic: which model takes fine-tunes, names, ids, leftovers on restart."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -47,7 +49,8 @@ def test_engine_ids_are_never_reused_after_a_new_upload(tmp_path):
         (tmp_path / finetune.id / name).write_text("{}")
     first = adapters.adapter_for(WITH_LORA.name, "ft")
     assert adapters.adapter_for(WITH_LORA.name, finetune.id) == first
-    adapters._engine_ids.pop(finetune.id)  # what a new upload of its files does
+    with adapters._locked():  # what a new upload of its files does
+        adapters._write_metadata(replace(adapters.get("ft"), engine_id=adapters._next_engine_id()))
     second = adapters.adapter_for(WITH_LORA.name, "ft")
     assert second.engine_id > first.engine_id and second.key != first.key
 
