@@ -1,6 +1,8 @@
 # wai: `make serve` installs, prepares the default model and serves; `make test` installs and tests;
 # `make test-fast` runs the tests that need no engine (seconds); `make lint` checks format, style and types;
-# `make bench` measures wai against `vllm serve` side by side (long; see docs/benchmarks.md).
+# `make bench` measures wai against `vllm serve` side by side (long; see docs/benchmarks.md);
+# `make bench-frontend` the serving layers' own ceiling against `vllm serve`, on a tiny fast model;
+# `make bench-cpu` the default's CPU settings against the old ones and llama.cpp.
 VENV    ?= .venv
 CONFIG  ?= configs/default.yaml
 HOST    ?= 127.0.0.1
@@ -15,7 +17,7 @@ INSTALLED_DEV := $(VENV)/.wai-installed-dev
 # Pure logic and the request pipeline on a fake engine: no model, no vLLM engine started.
 FAST_TESTS := tests/unit tests/pipeline
 
-.PHONY: serve test test-fast bench install install-dev test-tools prepare lint clean
+.PHONY: serve test test-fast bench bench-frontend install install-dev test-tools prepare lint clean
 
 # Re-install only when the dependencies or the install script change.
 $(INSTALLED): pyproject.toml scripts/install.sh
@@ -51,6 +53,34 @@ test-fast: $(INSTALLED_DEV)
 bench: $(INSTALLED_DEV)
 	$(WAI) prepare --config $(CONFIG)
 	$(VENV)/bin/python -m benchmarks.bench --config $(CONFIG) $(BENCH_ARGS)
+
+# The tiny model borrows the default model's tokenizer, hence `wai prepare` first.
+bench-frontend: $(INSTALLED_DEV)
+	$(WAI) prepare --config $(CONFIG)
+	$(VENV)/bin/python -m benchmarks.frontend --config $(CONFIG) $(BENCH_ARGS)
+
+# The embedded default on a CPU (docs/benchmarks.md): wai's old and new CPU settings and llama.cpp
+# (llama-cpp-python's OpenAI server, built from source into its own venv: several minutes on 2 cores)
+# on the same SmolLM2 weights, at 1 and 8 streams. BENCH_CPU_ARGS: e.g. --lever threads.
+LLAMA_CPP_VENV     ?= .venv-llamacpp
+LLAMA_CPP_PACKAGE  := llama-cpp-python[server]==0.3.36
+LLAMA_CPP_INSTALLED := $(LLAMA_CPP_VENV)/.installed-0.3.36
+# AVX2 kernels, not -march=native: a native build died of an invalid opcode on a VM whose CPU flags
+# promise AVX-512 and AMX.
+LLAMA_CPP_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DLLAVA_BUILD=OFF
+BENCH_CPU_ARGS ?=
+
+$(LLAMA_CPP_INSTALLED):
+	[ -x $(LLAMA_CPP_VENV)/bin/python ] || python3 -m venv $(LLAMA_CPP_VENV)
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(LLAMA_CPP_VENV)/bin/python -m pip install --quiet \
+		--disable-pip-version-check '$(LLAMA_CPP_PACKAGE)'
+	touch $@
+
+.PHONY: bench-cpu
+bench-cpu: $(INSTALLED_DEV) $(LLAMA_CPP_INSTALLED)
+	$(WAI) prepare --config $(CONFIG)
+	$(VENV)/bin/python -m benchmarks.cpu_default --config $(CONFIG) $(BENCH_CPU_ARGS)
 
 lint: $(INSTALLED_DEV)
 	$(VENV)/bin/ruff format --check .

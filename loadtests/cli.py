@@ -115,6 +115,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     load.add_argument("--timeout", type=float, default=600.0, help="seconds before a request is abandoned")
     load.add_argument(
+        "--light",
+        action="store_true",
+        help="count output events without JSON-decoding each one (only the first, the last two and errors "
+        "are decoded): less load generator CPU per token, for many streams on a fast server",
+    )
+    load.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="closed loop: load generator processes sharing the streams, for more than one core drives (default 1)",
+    )
+    load.add_argument(
         "--cancel-rate",
         type=_share,
         default=0.0,
@@ -273,6 +285,8 @@ def plan_from(args: argparse.Namespace):
         timeout_s=args.timeout,
         seed=args.seed,
         cancel_rate=args.cancel_rate,
+        light=args.light,
+        processes=args.processes,
     )
 
 
@@ -300,6 +314,8 @@ def sweep_plan(args: argparse.Namespace):
         timeout_s=args.timeout,
         seed=args.seed,
         cancel_rate=args.cancel_rate,
+        light=args.light,
+        processes=args.processes,
     )
 
 

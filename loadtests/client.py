@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
 
 from loadtests.prompts import Prompt
-from loadtests.protocols import PROTOCOLS, Sampling, Target
+from loadtests.protocols import PROTOCOLS, Event, OpenAIChat, Sampling, Target, WorkersAI
+
+# Light reading decodes only the events that can say something other than "one more output event":
+# the first, the last two before [DONE] (the usage, and the empty or finishing event before it), and
+# any that names an error. A JSON string cannot hold a bare quote, so `"error` only matches a key.
+LIGHT_TAIL = 2
+ERROR_KEY = b'"error'
 
 
 @dataclass
@@ -58,6 +65,7 @@ async def send(
     level: float,
     run_start: float,
     cancel_after: int | None = None,
+    light: bool = False,
 ) -> RequestRecord:
     """Send one streamed chat request and record when each piece of it arrived. Never raises on
     a failed request: a refused connection, an error status or an error event is recorded.
@@ -65,7 +73,11 @@ async def send(
     With `cancel_after` N the client drops the connection once N output events have arrived (0:
     right after a 200's headers), as a user who closes the tab; the request is recorded as cancelled,
     not failed. An error before that point is still an error, and a stream that ends before it
-    (a reply shorter than N tokens) is an ordinary completed request."""
+    (a reply shorter than N tokens) is an ordinary completed request.
+
+    `light` counts the output events without JSON-decoding each one (`light_events`), so that the
+    load generator spends less CPU per token than the server it measures; it sees the same events,
+    the same times and the same usage, and a cancellation one event later."""
     protocol = PROTOCOLS[target.protocol]
     headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
     started = time.perf_counter()
@@ -90,11 +102,9 @@ async def send(
                 )
             if cancel_after == 0:
                 return _cancelled(record, started)
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # blank separators, comments, `event:` lines
-                now = time.perf_counter() - started
-                event = protocol.parse(line[5:].strip())
+            events = light_events(response.aiter_bytes(), protocol) if light else all_events(response, protocol)
+            async for at, event in events:
+                now = at - started
                 if event.error is not None:
                     return _failed(record, f"stream:{event.error[0]}", event.error[1], started)
                 if event.token:
@@ -129,6 +139,45 @@ async def send(
     record.e2e = time.perf_counter() - started
     record.ok = True
     return record
+
+
+async def all_events(response: httpx.Response, protocol: WorkersAI | OpenAIChat) -> AsyncIterator[tuple[float, Event]]:
+    """Every server-sent event of the stream, decoded, with the time it arrived."""
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):  # not blank separators, comments, `event:` lines
+            yield time.perf_counter(), protocol.parse(line[5:].strip())
+
+
+async def light_events(
+    chunks: AsyncIterator[bytes], protocol: WorkersAI | OpenAIChat
+) -> AsyncIterator[tuple[float, Event]]:
+    """The stream's events with the times they arrived, decoding only the first, the last LIGHT_TAIL
+    and any error; every other `data:` line is one output event, taken on trust. Each event is
+    passed on once LIGHT_TAIL more have arrived (or the stream ended), with its own arrival time."""
+    buffer = b""
+    first = True
+    tail: list[tuple[float, bytes]] = []
+    async for chunk in chunks:
+        now = time.perf_counter()
+        *lines, buffer = (buffer + chunk).split(b"\n")
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]" or ERROR_KEY in data:
+                for at, held in tail:
+                    yield at, protocol.parse(held.decode())
+                tail = []
+                yield now, protocol.parse(data.decode())
+            elif first:
+                yield now, protocol.parse(data.decode())
+            else:
+                tail.append((now, data))
+                if len(tail) > LIGHT_TAIL:
+                    yield tail.pop(0)[0], Event(token=True)
+            first = False
+    for at, held in tail:  # a stream cut short: what it had, decoded
+        yield at, protocol.parse(held.decode())
 
 
 def _cancelled(record: RequestRecord, started: float) -> RequestRecord:

@@ -41,6 +41,14 @@ class LoadPlan:
     timeout_s: float = 600.0
     seed: int = 0
     cancel_rate: float = 0.0  # share of measured requests whose client drops the connection mid-stream
+    light: bool = False  # count output events without decoding each (client.light_events)
+    processes: int = 1  # closed loop: load generator processes sharing each level's streams
+
+    def __post_init__(self) -> None:
+        if self.processes < 1:
+            raise ValueError("processes must be at least 1")
+        if self.processes > 1 and (self.mode != "closed" or self.cancel_rate > 0):
+            raise ValueError("several load processes drive the closed loop only, without cancellations")
 
     def requests_at(self, level: float) -> int | None:
         """Requests per target at a level; None when the level runs for a duration."""
@@ -105,19 +113,24 @@ async def run_load(
     on_level: Callable[[float], None] | None = None,
     watch: Watch | None = None,
     after_level: Callable[[LevelResult], bool] | None = None,
+    processes: LoadProcesses | None = None,
 ) -> list[LevelResult]:
     """Every level of the plan in turn. `watch(target, level)` wraps each stretch of load on one target
     (to observe the server meanwhile); `after_level` sees each level's result and returns False to stop
-    before the next level (a sweep that found saturation)."""
+    before the next level (a sweep that found saturation). With `plan.processes` above 1 the streams
+    run in that many processes (given as `processes`, or started here for the run)."""
     run_start = time.perf_counter()
     width = int(max(plan.levels)) if plan.mode == "closed" else (plan.max_concurrency or 1024)
     clients = {t.label: http_client(max(width, plan.warmup, 1), plan.timeout_s) for t in targets}
+    own = processes is None and plan.processes > 1
+    if own:
+        processes = LoadProcesses(plan.processes, width, plan.timeout_s, plan.light)
     try:
         if plan.warmup:
             for target in targets:
                 await asyncio.gather(
                     *(
-                        send(clients[target.label], target, p, sampling, 0, run_start)
+                        send(clients[target.label], target, p, sampling, 0, run_start, light=plan.light)
                         for p in cycle(prompts, plan.warmup)
                     )
                 )
@@ -125,7 +138,9 @@ async def run_load(
         for level in plan.levels:
             if on_level:
                 on_level(level)
-            result = await _run_level(targets, clients, prompts, sampling, plan, level, run_start, on_record, watch)
+            result = await _run_level(
+                targets, clients, prompts, sampling, plan, level, run_start, on_record, watch, processes
+            )
             results.append(result)
             if after_level is not None and not after_level(result):
                 break
@@ -133,9 +148,13 @@ async def run_load(
     finally:
         for client in clients.values():
             await client.aclose()
+        if own and processes is not None:
+            processes.close()
 
 
-async def _run_level(targets, clients, prompts, sampling, plan, level, run_start, on_record, watch) -> LevelResult:
+async def _run_level(
+    targets, clients, prompts, sampling, plan, level, run_start, on_record, watch, processes=None
+) -> LevelResult:
     rounds = plan.rounds_for(level, len(targets))
     result = LevelResult(level, rounds, {t.label: [] for t in targets}, {t.label: 0.0 for t in targets})
     arrivals = arrival_times(plan, level) if plan.mode == "open" else None
@@ -146,9 +165,12 @@ async def _run_level(targets, clients, prompts, sampling, plan, level, run_start
         for target in order:
             async with watch(target, level) if watch else nullcontext():
                 began = time.perf_counter()
-                records = await _drive(
-                    clients[target.label], target, work, sampling, plan, level, run_start, on_record, cancel
-                )
+                if processes is not None:
+                    records = await processes.closed_loop(target, work, sampling, level, run_start, on_record)
+                else:
+                    records = await _drive(
+                        clients[target.label], target, work, sampling, plan, level, run_start, on_record, cancel
+                    )
                 result.busy_s[target.label] += time.perf_counter() - began
             result.records[target.label].extend(records)
     return result
@@ -158,7 +180,16 @@ async def _drive(client, target, work, sampling, plan, level, run_start, on_reco
     """One target's share of one round."""
     if plan.mode == "closed":
         return await closed_loop(
-            client, target, work.prompts, sampling, int(level), work.duration_s, run_start, on_record, cancel
+            client,
+            target,
+            work.prompts,
+            sampling,
+            int(level),
+            work.duration_s,
+            run_start,
+            on_record,
+            cancel,
+            plan.light,
         )
     return await open_loop(
         client,
@@ -171,6 +202,7 @@ async def _drive(client, target, work, sampling, plan, level, run_start, on_reco
         run_start,
         on_record,
         cancel,
+        plan.light,
     )
 
 
@@ -228,6 +260,7 @@ async def closed_loop(
     run_start: float,
     on_record: OnRecord | None,
     cancel: Cancellation | None = None,
+    light: bool = False,
 ) -> list[RequestRecord]:
     """`concurrency` workers, each sending its next request as soon as its last one finished.
     Stops after every prompt was sent once, or (given a duration) when the time is up.
@@ -247,7 +280,7 @@ async def closed_loop(
             prompt = prompts[index % len(prompts)]
             next_index += 1
             cancel_after = cancel.after(index, prompt.max_tokens) if cancel else None
-            record = await send(client, target, prompt, sampling, concurrency, run_start, cancel_after)
+            record = await send(client, target, prompt, sampling, concurrency, run_start, cancel_after, light)
             records.append(record)
             if on_record:
                 on_record(record)
@@ -267,6 +300,7 @@ async def open_loop(
     run_start: float,
     on_record: OnRecord | None,
     cancel: Cancellation | None = None,
+    light: bool = False,
 ) -> list[RequestRecord]:
     """Send each prompt at its arrival time whether or not earlier requests have finished."""
     cap = asyncio.Semaphore(max_concurrency) if max_concurrency else None
@@ -276,13 +310,92 @@ async def open_loop(
         await asyncio.sleep(max(0.0, at - (time.perf_counter() - began)))
         cancel_after = cancel.after(index, prompt.max_tokens) if cancel else None
         if cap is None:
-            record = await send(client, target, prompt, sampling, rate, run_start, cancel_after)
+            record = await send(client, target, prompt, sampling, rate, run_start, cancel_after, light)
         else:
             async with cap:
-                record = await send(client, target, prompt, sampling, rate, run_start, cancel_after)
+                record = await send(client, target, prompt, sampling, rate, run_start, cancel_after, light)
         if on_record:
             on_record(record)
         return record
 
     sends = (one(i, p, at) for i, (p, at) in enumerate(zip(prompts, arrivals, strict=True)))
     return list(await asyncio.gather(*sends))
+
+
+class LoadProcesses:
+    """Load generator processes of their own, for more streams than one process's event loop can
+    drive without becoming the limit. Each keeps its connections from slice to slice; a closed-loop
+    slice is split among them by streams and prompts, and its records come back to this process.
+    perf_counter is the system's monotonic clock, so their times share the run's start."""
+
+    def __init__(self, count: int, width: int, timeout_s: float, light: bool = False):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # no copy of this process's event loop or threads
+        self.pipes = []
+        self.workers = []
+        for _ in range(count):
+            ours, theirs = context.Pipe()
+            worker = context.Process(target=_load_process, args=(theirs, width, timeout_s, light), daemon=True)
+            worker.start()
+            self.pipes.append(ours)
+            self.workers.append(worker)
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self.workers if w.pid is not None]
+
+    async def closed_loop(
+        self, target: Target, work: _Slice, sampling: Sampling, level: float, run_start: float, on_record
+    ) -> list[RequestRecord]:
+        jobs = split_streams(int(level), work.prompts, len(self.workers), work.duration_s is not None)
+        busy = []
+        for pipe, (streams, prompts) in zip(self.pipes, jobs, strict=False):
+            pipe.send((target, prompts, sampling, streams, work.duration_s, run_start))
+            busy.append(pipe)
+        records = [r for part in await asyncio.gather(*(asyncio.to_thread(p.recv) for p in busy)) for r in part]
+        for record in records:
+            record.level = level
+            if on_record:
+                on_record(record)
+        return records
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            pipe.send(None)
+        for worker in self.workers:
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.kill()
+
+
+def split_streams(streams: int, prompts: list[Prompt], count: int, whole: bool) -> list[tuple[int, list[Prompt]]]:
+    """Streams and prompts for each of `count` processes: streams as even as they go, and prompts in
+    proportion (`whole`: every process cycles through all of them, as for a duration)."""
+    shares = [streams // count + (1 if i < streams % count else 0) for i in range(count)]
+    jobs, done = [], 0
+    for share in filter(None, shares):
+        lo, hi = len(prompts) * done // streams, len(prompts) * (done + share) // streams
+        jobs.append((share, prompts if whole else prompts[lo:hi]))
+        done += share
+    return jobs
+
+
+def _load_process(pipe, width: int, timeout_s: float, light: bool) -> None:
+    asyncio.run(_serve_slices(pipe, width, timeout_s, light))
+
+
+async def _serve_slices(pipe, width: int, timeout_s: float, light: bool) -> None:
+    clients: dict[str, httpx.AsyncClient] = {}
+    try:
+        while (job := await asyncio.to_thread(pipe.recv)) is not None:
+            target, prompts, sampling, streams, duration_s, run_start = job
+            if target.label not in clients:
+                clients[target.label] = http_client(width, timeout_s)
+            client = clients[target.label]
+            pipe.send(
+                await closed_loop(client, target, prompts, sampling, streams, duration_s, run_start, None, None, light)
+            )
+    finally:
+        for client in clients.values():
+            await client.aclose()
