@@ -3,12 +3,14 @@ server restarts on the same database and the job finishes with every item answer
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
+import psutil
 
 from tests.integration.scrape import request_log
 from tests.integration.server import RunningServer, start_server, text_only_config
@@ -70,8 +72,12 @@ def test_a_job_survives_a_stop_and_a_kill_and_each_item_completes_once(tmp_path)
             lambda: states(db, job)["done"] > done_before_kill and states(db, job)["running"] >= 1,
             "the job resumed: one more done, one running",
         )
+        engine = psutil.Process(second.process.pid).children(recursive=True)
         second.process.kill()  # no drain, no cleanup: items stay `running` in the file
         second.process.wait()
+        for orphan in engine:  # a container takes them down with the server; here the test does
+            with contextlib.suppress(psutil.NoSuchProcess):
+                orphan.kill()
     finally:
         second.stop()
     logs += request_log(second)
