@@ -165,11 +165,15 @@ class BatchJobs:
                 crashes.exception("the batch database failed; retrying in %.0f s", BUSY_PAUSE_S)
                 self._paused_until = loop.time() + BUSY_PAUSE_S
             self._wake.clear()
-            wait_s = max(min(IDLE_POLL_S, self._paused_until - loop.time()), 0.01)
             try:
-                await asyncio.wait_for(self._wake.wait(), wait_s)
+                await asyncio.wait_for(self._wake.wait(), self._idle_wait_s(loop.time()))
             except TimeoutError:
                 pass
+
+    def _idle_wait_s(self, now: float) -> float:
+        """How long to wait for a wake-up before looking again: the rest of a pause, else IDLE_POLL_S."""
+        paused_s = self._paused_until - now
+        return max(min(paused_s, IDLE_POLL_S), 0.01) if paused_s > 0 else IDLE_POLL_S
 
     async def _run_item(self, claim: Claim) -> None:
         started = time.monotonic()

@@ -143,6 +143,17 @@ def small_app(tmp_path):
         yield served
 
 
+def test_an_idle_runner_looks_for_work_once_a_second_not_in_a_loop(client, monkeypatch):
+    """An idle server costs no CPU: the runner waits to be woken (or IDLE_POLL_S) between looks."""
+    looks = []
+    claim = BatchStore.claim
+    monkeypatch.setattr(BatchStore, "claim", lambda store: looks.append(1) or claim(store))
+    time.sleep(1.5)
+    assert 1 <= len(looks) <= 3, len(looks)
+    request_id = submitted(client, [{"prompt": "woken at once"}])  # a submission still wakes it
+    assert until_done(client, request_id, timeout=0.5)["responses"][0]["success"]
+
+
 def test_the_bounds_refuse_with_clear_errors_and_results_expire(small_app):
     with small_app.client() as client:
         message = workers_ai_error(submit(client, [{"prompt": "x"}] * 4), 400, 5006)
