@@ -27,7 +27,7 @@ from vllm.v1.engine.exceptions import EngineDeadError
 from vllm.v1.metrics.stats import RequestStateStats
 
 from server.config import ModelConfig
-from server.engine.cpu_env import apply_cpu_engine_env
+from server.engine.cpu_env import apply_cpu_engine_env, engine_dtype
 from server.engine.types import (
     Adapter,
     AdapterLoadFailed,
@@ -53,7 +53,7 @@ def engine_arg_values(model: ModelConfig, checkpoint: str) -> dict[str, Any]:
         "runner": "pooling" if model.task == "text-embeddings" else "generate",
         "model": checkpoint,
         "served_model_name": [model.name],
-        "dtype": cfg.dtype,
+        "dtype": engine_dtype(cfg.dtype),
         "max_model_len": cfg.max_model_len,
         "max_num_seqs": cfg.max_num_seqs,
         "enforce_eager": cfg.enforce_eager,

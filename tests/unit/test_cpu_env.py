@@ -99,3 +99,55 @@ def test_a_gpu_install_is_left_untouched(monkeypatch):
 def test_usable_cpus_follow_the_affinity_mask(monkeypatch):
     monkeypatch.setattr(cpu_env.os, "sched_getaffinity", lambda pid: {3, 1})
     assert cpu_env.usable_cpus() == [1, 3]
+
+
+# /proc/cpuinfo excerpts: an AVX2-only x86 CPU, one with AMX, one with AVX512-BF16 alone, and an Arm one.
+AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu sse2 avx avx2 fma\n"
+AMX = "processor\t: 0\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+AVX512_BF16 = "processor\t: 0\nflags\t\t: avx2 avx512f avx512_bf16\n"
+ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\nCPU implementer\t: 0x41\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "dtype"),
+    [(AVX2_ONLY, "float32"), (AMX, "bfloat16"), (AVX512_BF16, "bfloat16"), (ARM_BF16, "bfloat16"), ("", "float32")],
+    ids=["avx2-only", "amx", "avx512-bf16", "arm-bf16", "no-flags"],
+)
+def test_auto_dtype_is_bfloat16_only_where_the_cpu_computes_it(cpuinfo, dtype):
+    assert cpu_env.dtype_for(cpu_env.cpu_flags(cpuinfo)) == dtype
+
+
+def test_auto_dtype_reads_this_machines_cpuinfo_on_a_cpu_install(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(cpu_env, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(cpu_env, "is_cpu_install", lambda: True)
+    assert cpu_env.engine_dtype("auto") == "auto"  # no cpuinfo (not Linux): vLLM's own choice
+    cpuinfo.write_text(AVX2_ONLY)
+    assert cpu_env.engine_dtype("auto") == "float32"
+    cpuinfo.write_text(AMX)
+    assert cpu_env.engine_dtype("auto") == "bfloat16"
+    assert cpu_env.engine_dtype("float32") == "float32"  # a configured dtype is the user's
+    assert cpu_env.engine_dtype("float16") == "float16"
+
+
+def test_auto_dtype_on_a_gpu_install_is_vllms(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(AVX2_ONLY)
+    monkeypatch.setattr(cpu_env, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(cpu_env, "is_cpu_install", lambda: False)
+    assert cpu_env.engine_dtype("auto") == "auto"
+
+
+def test_the_engine_arguments_carry_the_resolved_dtype(tmp_path, monkeypatch):
+    from server.config import load_settings
+    from server.engine.vllm_engine import engine_arg_values, serve_flags
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(AVX2_ONLY)
+    monkeypatch.setattr(cpu_env, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(cpu_env, "is_cpu_install", lambda: True)
+    model = load_settings("configs/default.yaml").models[0]
+    assert model.engine.dtype == "auto"
+    assert engine_arg_values(model, "/m")["dtype"] == "float32"
+    flags = serve_flags(model, "/m")
+    assert flags[flags.index("--dtype") + 1] == "float32"  # make bench's vllm serve gets the same
