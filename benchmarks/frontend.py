@@ -4,9 +4,12 @@ fast (benchmarks/tiny_model.py: one layer, hidden size 64) that the API front en
 Serves the tiny model with `wai serve` and with vLLM's OpenAI server on the same engine arguments,
 drives vllm-serve (OpenAI chat), wai-openai (OpenAI chat) and wai-run (Workers AI run endpoint,
 streamed, padding on) interleaved round by round at each level of concurrent streams, every request
-generating exactly --output-tokens. Per series and level: output tokens/s, TTFT and ITL, the CPU
-time of each server's front-end processes (engine core and workers left out) per token streamed to
-clients, and the load generator's own CPU, which shows it was not the limit. Report in --out.
+generating exactly --output-tokens. A fourth series, floor (benchmarks/floor.py), is a bare app on
+vLLM's AsyncLLM and uvicorn with the same engine arguments: the least any front end on those two
+costs per token, against which each server's cost reads. Per series and level: output tokens/s, TTFT
+and ITL, the CPU time of each server's front-end processes (engine core and workers left out) per
+token streamed to clients, and the load generator's own CPU, which shows it was not the limit.
+Report in --out.
 
     python -m benchmarks.frontend [--levels 64,256,1024] [--requests 256,1024,4096] [--output-tokens 64]
 """
@@ -37,7 +40,8 @@ from loadtests.servers import free_port, running
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "@cf/wai/tiny-bench"
-BASE = "vllm-serve"  # every ratio is a wai series over this one
+BASE = "vllm-serve"  # every ratio is a series over this one
+FLOOR = "floor"
 # Process titles vLLM gives its engine side; every other process of a server's tree is front end
 # (the API server, and any further API processes, vLLM's "VLLM::APIServer_N" included).
 ENGINE_TITLES = ("VLLM::EngineCore", "VLLM::Worker")
@@ -154,7 +158,7 @@ def series_row(summary: dict[str, Any], cost: Cost, processes: int) -> dict[str,
 
 
 def with_ratios(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each wai series' tokens/s and CPU per token over vllm serve's at the same level."""
+    """Each other series' tokens/s and CPU per token over vllm serve's at the same level."""
     base = rows[BASE]
 
     def over(key: str, row: dict[str, Any]) -> float | None:
@@ -313,32 +317,49 @@ def main(argv: list[str] | None = None) -> int:
     wai_cmd += api_flags
     vllm_cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1"]
     vllm_cmd += ["--port", str(vllm_port), *flags]
+    floor_port = free_port()
+    floor_url = f"http://127.0.0.1:{floor_port}"
+    floor_cmd = [sys.executable, "-m", "benchmarks.floor", "--config", str(config_path), "--port", str(floor_port)]
     record: dict[str, Any] = {
         "wai_command": shlex.join(wai_cmd),
         "vllm_command": shlex.join(vllm_cmd),
+        "floor_command": shlex.join(floor_cmd),
         "engine_flags": flags,
         "output_tokens": args.output_tokens,
         "loadgen_processes": args.processes,
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop both servers on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     began = time.monotonic()
     with ExitStack() as stack:
         env = {"WAI_API_KEYS": ""}  # both on loopback, without keys
-        # Both start at once (each waits for its own readiness), which halves the wait on a machine
-        # with cores to spare.
-        with ThreadPoolExecutor(2) as starting:
+        # They start at once (each waits for its own readiness), which shortens the wait on a machine
+        # with cores to spare. The CPU engine environment wai computes for its own engine
+        # (server/engine/cpu_env.py) goes to the other two.
+        with ThreadPoolExecutor(3) as starting:
             wai_start = starting.submit(
                 stack.enter_context, running("wai", wai_cmd, f"{wai_url}/readyz", args.out / "wai.log", 900, env)
             )
             vllm_start = starting.submit(
                 stack.enter_context,
-                # The CPU engine environment wai computes for its own engine (server/engine/cpu_env.py).
                 running("vllm serve", vllm_cmd, f"{vllm_url}/health", args.out / "vllm.log", 900, cpu_engine_env()),
             )
-        wai, vllm = wai_start.result(), vllm_start.result()
-        servers = {BASE: (vllm.pid, vllm_url), "wai-openai": (wai.pid, wai_url), "wai-run": (wai.pid, wai_url)}
-        record["processes"] = {"wai": process_titles(wai.pid), "vllm serve": process_titles(vllm.pid)}
+            floor_start = starting.submit(
+                stack.enter_context,
+                running(FLOOR, floor_cmd, f"{floor_url}/health", args.out / "floor.log", 900, cpu_engine_env()),
+            )
+        wai, vllm, floor = wai_start.result(), vllm_start.result(), floor_start.result()
+        servers = {
+            BASE: (vllm.pid, vllm_url),
+            "wai-openai": (wai.pid, wai_url),
+            "wai-run": (wai.pid, wai_url),
+            FLOOR: (floor.pid, floor_url),
+        }
+        record["processes"] = {
+            "wai": process_titles(wai.pid),
+            "vllm serve": process_titles(vllm.pid),
+            FLOOR: process_titles(floor.pid),
+        }
         record["levels"] = asyncio.run(measure(args, servers))
     record["duration_s"] = time.monotonic() - began
     save(record, args.out)
@@ -348,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def measure(args: argparse.Namespace, servers: dict[str, tuple[int, str]]) -> list[dict[str, Any]]:
-    """Every level, interleaved round by round across the three series, with their costs."""
+    """Every level, interleaved round by round across the series, with their costs."""
     from loadtests.prompts import synthetic_prompts
     from loadtests.protocols import Sampling, Target
     from loadtests.runner import LoadPlan, LoadProcesses, run_load
@@ -358,6 +379,7 @@ async def measure(args: argparse.Namespace, servers: dict[str, tuple[int, str]])
         Target(BASE, servers[BASE][1], "openai", MODEL),
         Target("wai-openai", servers["wai-openai"][1], "openai", MODEL),
         Target("wai-run", servers["wai-run"][1], "workers-ai", MODEL),
+        Target(FLOOR, servers[FLOOR][1], "openai", MODEL),
     ]
     plan = LoadPlan(
         mode="closed",

@@ -209,7 +209,8 @@ def test_a_short_run_on_the_real_engines_reports_every_series(tmp_path):
     assert "VLLM::EngineCore" in json.dumps(report["processes"]["wai"]["engine"])
     assert report["processes"]["wai"]["front_end"] and report["processes"]["vllm serve"]["front_end"]
     (level,) = report["levels"]
-    assert set(level["series"]) == {"vllm-serve", "wai-openai", "wai-run"}
+    assert set(level["series"]) == {"vllm-serve", "wai-openai", "wai-run", "floor"}
+    assert report["processes"]["floor"]["front_end"] and "VLLM::EngineCore" in json.dumps(report["processes"]["floor"])
     for name, row in level["series"].items():
         assert row["requests"] == 8 and row["failed"] == 0, name
         assert row["mean_output_tokens"] == 8, name  # the tiny model never ends early
@@ -218,3 +219,4 @@ def test_a_short_run_on_the_real_engines_reports_every_series(tmp_path):
         assert row["ttft_ms"]["p50"] > 0 and row["itl_ms"]["p99"] > 0 and row["loadgen_cpu_pct"] > 0, name
     assert level["series"]["wai-run"]["ratios"]["output_throughput"] > 0
     assert "| wai-run | 8 (0) |" in (out / "frontend.md").read_text()
+    assert "| floor | 8 (0) |" in (out / "frontend.md").read_text()
