@@ -375,11 +375,14 @@ async def measure(args: argparse.Namespace, servers: dict[str, tuple[int, str]])
     from loadtests.runner import LoadPlan, LoadProcesses, run_load
     from loadtests.stats import summarize
 
+    # In this order every series follows another server's, round after round (the runner rotates the
+    # order): the first slice on a server that sat idle pays for waking it, and neither wai series
+    # should have the other warm it up.
     targets = [
         Target(BASE, servers[BASE][1], "openai", MODEL),
         Target("wai-openai", servers["wai-openai"][1], "openai", MODEL),
-        Target("wai-run", servers["wai-run"][1], "workers-ai", MODEL),
         Target(FLOOR, servers[FLOOR][1], "openai", MODEL),
+        Target("wai-run", servers["wai-run"][1], "workers-ai", MODEL),
     ]
     plan = LoadPlan(
         mode="closed",
