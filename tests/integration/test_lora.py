@@ -89,6 +89,25 @@ def test_concurrent_base_and_adapter_requests_each_get_their_own_behaviour(clien
         assert text.startswith(MEOW) if "lora" in body else "MEOW" not in text.upper(), (body, text)
 
 
+def test_base_requests_batched_with_both_adapter_slots_in_use_answer_as_the_base_model(client, server, meow_adapter):
+    """Two fine-tunes fill both of the engine's adapter slots (max_loras 2), so that the last one holds
+    an adapter; base requests decoded in the same batches must not get it (server/engine/vllm_fixes.py)."""
+    names = [f"meow-slot-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    for name in names:
+        upload_finetune(client, name, meow_adapter)
+        assert answer(run(client, server, {"messages": QUESTION, **GREEDY, "lora": name}, timeout=900))[
+            "response"
+        ].startswith(MEOW)  # loaded before the mixed batches
+    alone = answer(run(client, server, {"messages": QUESTION, **GREEDY}))["response"]
+    assert "MEOW" not in alone.upper(), alone
+    bodies = [{"messages": QUESTION, **GREEDY, **({"lora": names[i % 4 // 2]} if i % 2 else {})} for i in range(8)]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        for _ in range(2):
+            texts = list(pool.map(lambda body: answer(run(client, server, body))["response"], bodies))
+            for body, text in zip(bodies, texts, strict=True):
+                assert text.startswith(MEOW) if "lora" in body else text == alone, (body, text)
+
+
 def test_an_unknown_adapter_is_a_clear_400(client, server, meow):
     message = error_of(run(client, server, {"prompt": "x", "lora": "no-such-adapter"}), 400, 3041)
     assert message == f"AiError: No such fine-tune no-such-adapter for model {STAND_IN}"
