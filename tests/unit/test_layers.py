@@ -92,6 +92,7 @@ def test_only_the_engine_imports_vllm():
     assert {m for m in importers if m.startswith("server")} == {
         "server.engine.vllm_engine",
         "server.engine.shared_engine",
+        "server.engine.vllm_fixes",
     }
     assert not {m for m in importers if m.startswith("loadtests")}
 
