@@ -173,7 +173,7 @@ class BatchJobs:
     def _idle_wait_s(self, now: float) -> float:
         """How long to wait for a wake-up before looking again: the rest of a pause, else IDLE_POLL_S."""
         paused_s = self._paused_until - now
-        return max(min(paused_s, IDLE_POLL_S), 0.01) if paused_s > 0 else IDLE_POLL_S
+        return min(paused_s, IDLE_POLL_S) if paused_s > 0 else IDLE_POLL_S
 
     async def _run_item(self, claim: Claim) -> None:
         started = time.monotonic()
