@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from server import metrics
 from server.api import binding, finetunes, openai, openapi, ops, playground, workers_ai
 from server.api import errors as api_errors
-from server.api.recording import RecordRequests
+from server.api.middleware import RecordRequests
 from server.auth import KeyRing
 from server.batch.jobs import BatchJobs
 from server.config import ModelConfig, Settings

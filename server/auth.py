@@ -125,7 +125,7 @@ def require_key(scope: Scope) -> Callable[[Request], Awaitable[None]]:
         if use is None or not use.may(scope):
             raise errors.authentication_error()
         use.take()
-        request.state.key_use = use  # api/recording.py gives it back after the last byte
+        request.state.key_use = use  # api/middleware.py gives it back after the last byte
 
     return dependency
 

@@ -185,7 +185,8 @@ def json_mode_failed() -> WaiError:
     return WaiError(400, 3030, f"{AI_PREFIX}JSON Mode couldn't be met", param="response_format")
 
 
-# Tool calls (server/serving/tools.py): bad tools are bad input; 3031 is ours.
+# Tool calls: bad tools (server/protocol/tools.py) are bad input; a call cut short
+# (server/serving/tool_calls.py) is 3031, ours.
 def invalid_tools(reason: str, param: str = "tools") -> WaiError:
     return bad_input(reason, param=param)
 

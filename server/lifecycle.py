@@ -105,7 +105,7 @@ class Lifecycle:
         self.drain_timeout_s = drain_timeout_s
         self.draining = False
         self.exit_code = 0
-        self.deadlines: set[Deadline] = set()  # one per API request in flight (api/recording.py)
+        self.deadlines: set[Deadline] = set()  # one per API request in flight (api/middleware.py)
         # Set by whatever runs the app (server/cli.py): makes it stop serving and exit.
         self.request_exit: Callable[[], None] = lambda: None
 

@@ -1,15 +1,16 @@
 """One record per request, for every protocol: it feeds the metrics and writes the request's log line.
 
-api/recording.py makes one for every API request; api/pipeline.py fills it in:
+api/middleware.py makes one for every API request, batch/jobs.py one for every batch item's run;
+the text service's one entry (serving/text.py) fills it in:
 
-    record.serve(route.service.model)      # once the model is known; errors before count as model="none"
+    record.serve(route.service.model)      # the caller, once the model is known; errors before count as model="none"
     record.use_adapter(adapter.name)       # once the fine-tune is resolved; lora= its stored name
     record.show_input(text_request.as_sent)  # kept only with `log_prompts: true`
-    deltas = record.watch(service.stream(prepared, record.request_id))
+    deltas = record.watch(deadline.within(service.stream(prepared, record.request_id)))
 
 `record.watch()` counts tokens as they come and notes an error raised mid-stream; api/errors.py notes
 every error it renders with `record.fail()`; the middleware calls `record.finish()` exactly once,
-after the last byte, a crash or the client leaving.
+after the last byte, a crash or the client leaving (the batch runner once the item's answer is kept).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class RequestRecord:
     output: dict[int, str] = field(default_factory=dict)
     in_flight: bool = False
     finished: bool = False
+    context: dict[str, Any] = field(default_factory=dict)  # more of the log line: a batch item's job, say
 
     # --- what routes call -------------------------------------------------------------------
     def serve(self, model: ModelConfig) -> None:
@@ -169,6 +171,7 @@ class RequestRecord:
             "queue_s": _rounded(self.queue_seconds),
             "duration_s": _rounded(duration),
         }
+        line.update(self.context)
         if self.log_prompts:
             line["prompt"] = self.input
             line["output"] = [self.output[index] for index in sorted(self.output)]

@@ -19,9 +19,9 @@ import orjson
 from server import errors
 from server.config import StreamingConfig
 from server.engine.types import TextDelta
-from server.protocol import openai, workers_ai
+from server.protocol import openai_answers, workers_ai
 from server.protocol.tools import workers_ai_calls
-from server.serving.tools import AnswerDelta
+from server.serving.tool_calls import ToolDelta
 
 log = logging.getLogger("wai.streaming")
 
@@ -95,11 +95,11 @@ async def workers_ai_events(deltas: AsyncIterator[TextDelta], config: StreamingC
             if delta.text:
                 text = json_bytes(delta.text)
                 yield b'data: {"response":' + text + (pad.ending() if pad is not None else b"}\n\n")
-            if isinstance(delta, AnswerDelta) and delta.calls:
+            if isinstance(delta, ToolDelta) and delta.calls:
                 # A call is sent whole once made (its arguments object parsed and checked).
                 yield sse({"response": "", "tool_calls": workers_ai_calls(delta.calls)})
         yield sse({"response": ""})
-        yield sse({"response": "", "usage": workers_ai.usage(prompt_tokens, completion_tokens)})
+        yield sse({"response": "", "usage": workers_ai.run_usage(prompt_tokens, completion_tokens)})
     except errors.WaiError as error:
         yield sse({"response": "", **workers_ai.failure(error)})
     except Exception:
@@ -111,7 +111,7 @@ async def workers_ai_events(deltas: AsyncIterator[TextDelta], config: StreamingC
 class _ChunkEnvelope:
     """The bytes of an OpenAI chunk around its choices, the same in every chunk of one stream."""
 
-    def __init__(self, answer: openai.ChatFormat | openai.CompletionFormat):
+    def __init__(self, answer: openai_answers.ChatAnswer | openai_answers.CompletionAnswer):
         before, after = json_bytes(answer.chunk([])).split(b'"choices":[]', 1)
         self._head, self._tail = b"data: " + before + b'"choices":[', b"]" + after + b"\n\n"
 
@@ -120,7 +120,7 @@ class _ChunkEnvelope:
 
 
 async def openai_events(
-    deltas: AsyncIterator[TextDelta], answer: openai.ChatFormat | openai.CompletionFormat
+    deltas: AsyncIterator[TextDelta], answer: openai_answers.ChatAnswer | openai_answers.CompletionAnswer
 ) -> AsyncIterator[bytes]:
     """OpenAI's chunk events, one per delta that shows something; with include_usage, a last chunk
     with no choices and the usage. Then `[DONE]`, also after an error (sent as an OpenAI error
@@ -135,10 +135,14 @@ async def openai_events(
             if choice is not None:
                 yield envelope.around(choice)
         if answer.include_usage:
-            yield sse(answer.chunk([], openai.usage(prompt_tokens, sum(completion_tokens.values()), cached_tokens)))
+            yield sse(
+                answer.chunk(
+                    [], openai_answers.completion_usage(prompt_tokens, sum(completion_tokens.values()), cached_tokens)
+                )
+            )
     except errors.WaiError as error:
-        yield sse(openai.error_body(error))
+        yield sse(openai_answers.error_body(error))
     except Exception:
         log.exception("stream failed")
-        yield sse(openai.error_body(errors.internal_error()))
+        yield sse(openai_answers.error_body(errors.internal_error()))
     yield DONE

@@ -11,8 +11,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from server import errors
+from server.api.middleware import request_record
 from server.api.pipeline import reply_headers
-from server.api.recording import request_record
 from server.batch.jobs import BatchJobs
 from server.protocol import batch
 from server.serving.registry import Route
@@ -25,7 +25,7 @@ def batch_jobs(request: Request) -> BatchJobs:
     return request.app.state.batch
 
 
-async def answer(request: Request, route: Route, body: dict[str, Any]) -> JSONResponse:
+async def queue_or_poll(request: Request, route: Route, body: dict[str, Any]) -> JSONResponse:
     """A poll's status or results, or a submission's request id, in the Workers AI envelope."""
     jobs = batch_jobs(request)
     if batch.is_poll(body):

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from server import errors
-from server.protocol import binding, openai, workers_ai
+from server.protocol import binding, openai_answers, workers_ai
 
 log = logging.getLogger("wai.errors")
 
@@ -39,12 +39,12 @@ def is_binding_path(path: str) -> bool:
 
 
 def render(request: Request, error: errors.WaiError) -> JSONResponse:
-    record = getattr(request.state, "record", None)  # api/recording.py; none on /metrics and probes
+    record = getattr(request.state, "record", None)  # api/middleware.py; none on /metrics and probes
     if record is not None:
         record.fail(error)
     status, headers = error.status, error.headers
     if is_openai_path(request.url.path):
-        body, status = openai.error_body(error), openai.error_status(error)
+        body, status = openai_answers.error_body(error), openai_answers.error_status(error)
     elif is_binding_path(request.url.path):
         body = binding.failure(error)
         if record is not None:  # the runtime keeps it as `env.AI.lastRequestId`, failed or not

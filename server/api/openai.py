@@ -1,8 +1,8 @@
 """OpenAI routes, at `/v1/...` and at Workers AI's `/client/v4/accounts/{account_id}/ai/v1/...`.
 
 Thin: the body is validated by protocol/openai.py into the same neutral request the Workers AI
-route builds, and the same pipeline (api/pipeline.py) runs it. `model` names a served model, or a
-fine-tune: its base model with that adapter.
+route builds, and the same pipeline (api/pipeline.py) runs it; protocol/openai_answers.py writes
+the answers. `model` names a served model, or a fine-tune: its base model with that adapter.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from fastapi import APIRouter, Depends, Request
 from server import errors
 from server.api import openapi
 from server.api.common import accepting_requests, catalog_entries, read_json_body
+from server.api.middleware import request_record
 from server.api.pipeline import resolve, run_embeddings, run_text
-from server.api.recording import request_record
 from server.auth import require_api_key
 from server.engine.types import TextDelta
-from server.protocol import openai
+from server.protocol import openai, openai_answers
 from server.serving.embeddings import Embeddings
 from server.serving.requests import TextRequest
 from server.serving.text import Completion
@@ -30,35 +30,35 @@ api = APIRouter(dependencies=[Depends(require_api_key), Depends(accepting_reques
 
 
 @dataclass(frozen=True)
-class OpenAIAnswer:
-    """A chat completion or a completion, whole or as chunk events."""
+class OpenAIEncoder:
+    """Writes a chat completion or a completion, whole or as chunk events."""
 
-    format: openai.ChatFormat | openai.CompletionFormat
+    answer: openai_answers.ChatAnswer | openai_answers.CompletionAnswer
 
     def whole(self, completion: Completion) -> dict[str, Any]:
-        return self.format.whole(completion)
+        return self.answer.whole(completion)
 
     def events(self, deltas: AsyncIterator[TextDelta]) -> AsyncIterator[bytes]:
-        return openai_events(deltas, self.format)
+        return openai_events(deltas, self.answer)
 
 
 async def run_openai_text(
     request: Request,
     asked: Any,
     text: TextRequest,
-    answer_format: type[openai.ChatFormat | openai.CompletionFormat],
+    answer_type: type[openai_answers.ChatAnswer | openai_answers.CompletionAnswer],
     id_prefix: str,
 ):
-    """Both text endpoints: `model` resolved (a fine-tune's name too), the answer in `answer_format`."""
+    """Both text endpoints: `model` resolved (a fine-tune's name too), the answer an `answer_type`."""
     route = resolve(request, asked.model, task="text-generation", finetunes=True)
-    answer = answer_format(
+    answer = answer_type(
         id=f"{id_prefix}-{request_record(request).request_id}",
-        created=openai.now(),
+        created=openai_answers.now(),
         model=asked.model,
         top_logprobs=text.top_logprobs,
         include_usage=asked.include_usage,
     )
-    return await run_text(request, route, text, OpenAIAnswer(answer))
+    return await run_text(request, route, text, OpenAIEncoder(answer))
 
 
 @api.post(
@@ -67,7 +67,7 @@ async def run_openai_text(
 )
 async def chat_completions(request: Request):
     chat = openai.parse(openai.ChatCompletionRequest, await read_json_body(request))
-    return await run_openai_text(request, chat, openai.text_request(chat), openai.ChatFormat, "chatcmpl")
+    return await run_openai_text(request, chat, openai.text_request(chat), openai_answers.ChatAnswer, "chatcmpl")
 
 
 @api.post(
@@ -77,7 +77,7 @@ async def chat_completions(request: Request):
 async def completions(request: Request):
     completion = openai.parse(openai.CompletionRequest, await read_json_body(request))
     text = openai.completion_text_request(completion)
-    return await run_openai_text(request, completion, text, openai.CompletionFormat, "cmpl")
+    return await run_openai_text(request, completion, text, openai_answers.CompletionAnswer, "cmpl")
 
 
 @api.post("/embeddings", openapi_extra=openapi.model_body(openai.EmbeddingsRequest, "An embeddings request."))
@@ -89,14 +89,14 @@ async def embeddings(request: Request):
         dimensions = len(result.vectors[0])
         if embed.dimensions is not None and embed.dimensions != dimensions:
             raise errors.bad_input(f"dimensions: this model's vectors have {dimensions} dimensions", param="dimensions")
-        return openai.embedding_list(result.vectors, embed.encoding_format, embed.model, result.prompt_tokens)
+        return openai_answers.embedding_list(result.vectors, embed.encoding_format, embed.model, result.prompt_tokens)
 
     return await run_embeddings(request, route, openai.embedding_request(embed), answer)
 
 
 @api.get("/models")
 async def models(request: Request):
-    return openai.model_list(catalog_entries(request), created=openai.STARTED)
+    return openai_answers.model_list(catalog_entries(request), created=openai_answers.STARTED)
 
 
 router = APIRouter()

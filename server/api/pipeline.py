@@ -2,10 +2,11 @@
 
     route = resolve(request, name)           # the model; from here on the request counts under it
     text = <protocol>.parse(...)             # the wire format, validated into a TextRequest
-    return await run_text(request, route, text, answer)   # answer: that protocol's encoder
+    return await run_text(request, route, text, encoder)   # encoder: that protocol's answer writer
 
-run_text resolves the fine-tune, prepares (template, limits, sampling), streams or collects the
-engine's deltas through the request's record (usage, metrics, log line), and sets the reply headers.
+run_text hands the request to the text service's one entry (TextService.generate: fine-tune,
+template, limits, sampling, the engine's deltas counted by the request's record), streams or
+collects the deltas, and sets the reply headers.
 """
 
 from __future__ import annotations
@@ -20,19 +21,19 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from server import errors
 from server.api.common import until_disconnected
-from server.api.recording import request_deadline, request_record
+from server.api.middleware import request_deadline, request_record
 from server.engine.types import TextDelta
 from server.serving.embeddings import Embeddings, EmbeddingService
 from server.serving.registry import ModelRegistry, Route
 from server.serving.requests import EmbeddingRequest, TextRequest
-from server.serving.text import Completion, TextService, collect
+from server.serving.text import Completion, TextService
 
 STAND_IN_HEADER = "x-wai-stand-in"
 TIMEOUT_HEADER = "x-request-timeout"
 PRIORITY_HEADER = "x-priority"
 
 
-class TextAnswer(Protocol):
+class TextEncoder(Protocol):
     """How one protocol writes a text answer: whole, or as a stream of server-sent events."""
 
     def whole(self, completion: Completion) -> dict[str, Any]: ...
@@ -61,30 +62,25 @@ def reply_headers(route: Route, request_id: str) -> dict[str, str]:
     return headers
 
 
-async def run_text(request: Request, route: Route, text: TextRequest, answer: TextAnswer) -> Response:
+async def run_text(request: Request, route: Route, text: TextRequest, encoder: TextEncoder) -> Response:
     """Run a text request of any protocol on its route's model and answer in that protocol."""
     deadline = request_deadline(request)
     deadline.shorten(requested_timeout(request))
     text = replace(text, options=replace(text.options, background=asks_background(request)))
+    if route.finetune is not None:
+        text = replace(text, lora=route.finetune)
     record = request_record(request)
     service = route.service
     assert isinstance(service, TextService), "routes resolve text requests to text models"
-    if route.finetune is not None:
-        text = replace(text, lora=route.finetune)
-    adapter = service.adapter_for(text, route.requested_name)
-    if adapter is not None:
-        record.use_adapter(adapter.name)
-    record.show_input(text.as_sent)
-    prepared = await service.prepare(text, adapter)
+    generation = await service.generate(text, route.requested_name, record, deadline)
     headers = reply_headers(route, record.request_id)
-    deltas = record.watch(deadline.within(service.stream(prepared, record.request_id)))
     if text.stream:
-        primed = await until_disconnected(request, first_delta_ready(deltas))
+        primed = await until_disconnected(request, first_delta_ready(generation.deltas))
         return StreamingResponse(
-            answer.events(primed), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
+            encoder.events(primed), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
         )
-    completion = await until_disconnected(request, collect(prepared, deltas))
-    return JSONResponse(answer.whole(completion), headers=headers)
+    completion = await until_disconnected(request, generation.completion())
+    return JSONResponse(encoder.whole(completion), headers=headers)
 
 
 def requested_timeout(request: Request) -> float:

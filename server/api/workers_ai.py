@@ -27,8 +27,8 @@ router = APIRouter(
 
 
 @dataclass(frozen=True)
-class RunAnswer:
-    """The run endpoint's text answer: the result envelope, or Workers AI's event stream."""
+class RunEncoder:
+    """Writes the run endpoint's text answer: the result envelope, or Workers AI's event stream."""
 
     json_mode: bool
     streaming: StreamingConfig
@@ -59,7 +59,7 @@ async def run(account_id: str, model: str, request: Request):
     route = resolve(request, model)
     body = await read_json_body(request)
     if batch.is_batch_call(body, request.query_params):  # queueRequest: api/batch.py
-        return await batch.answer(request, route, body)
+        return await batch.queue_or_poll(request, route, body)
     return await run_inputs(request, route, body)
 
 
@@ -74,10 +74,10 @@ async def run_inputs(request: Request, route: Route, body: Any, enveloped: bool 
             lambda result: enveloped_if(enveloped, workers_ai.embeddings_result(result.vectors, result.pooling)),
         )
     text = workers_ai.parse_run_input(body, request.query_params)
-    answer = RunAnswer(
+    encoder = RunEncoder(
         json_mode=text.output.type != "text", streaming=request.app.state.settings.streaming, enveloped=enveloped
     )
-    return await run_text(request, route, text, answer)
+    return await run_text(request, route, text, encoder)
 
 
 @router.get("/models/search")

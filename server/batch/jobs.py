@@ -1,9 +1,11 @@
 """Async batch jobs: kept in the store at once, run in the background, answered when polled.
 
-Items run through the same text pipeline as interactive requests (TextService.prepare, stream and
-collect, the run endpoint's result format) at the engine's background priority, the one
-`X-Priority: low` asks for, so interactive requests go first in the engine's queue; at most
-`batch.concurrency` items are on the engine at once, so interactive requests keep its slots.
+Items run through the text service's one entry, as interactive requests do (TextService.generate,
+the run endpoint's result format), each with a request record of its own: it counts in `/metrics`
+under protocol `batch` and writes the request log's line, with the job, item and attempt beside the
+usual fields. They run at the engine's background priority, the one `X-Priority: low` asks for,
+so interactive requests go first in the engine's queue; at most `batch.concurrency` items are on
+the engine at once, so interactive requests keep its slots.
 
 An item interrupted by the server (shutdown, a full queue, an engine that died) goes back to the
 queue and runs again later; an item that fails on its own (its prompt too long, say) is done, with
@@ -25,7 +27,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 from server import errors, metrics
@@ -33,12 +34,11 @@ from server.batch.store import BatchStore, Claim, NewItem
 from server.config import Settings
 from server.lifecycle import Deadline, Lifecycle
 from server.protocol import batch, workers_ai
-from server.records import count_tokens
+from server.records import RequestRecord
 from server.serving.registry import ModelRegistry, Route
 from server.serving.requests import RunOptions
-from server.serving.text import TextService, collect
+from server.serving.text import TextService
 
-log = logging.getLogger("wai.requests")  # one JSON line per item outcome, beside the requests' lines
 crashes = logging.getLogger("wai.batch")
 
 IDLE_POLL_S = 1.0  # how often an idle runner looks for work nobody woke it for
@@ -47,7 +47,8 @@ EXPIRE_EVERY_S = 60.0
 # An item whose runs a dying process interrupted this often fails (500 / 3043), so that one that
 # brings the engine down cannot do so forever. Shutdowns and a busy server do not count.
 MAX_ORPHANED = 3
-BATCH = "batch"
+BATCH = "batch"  # the items' protocol, in the request log and the metrics
+TEXT_GENERATION = "text-generation"
 # Errors that say the server could not take the item now, not that the item is wrong: it runs again.
 SERVER_BUSY = {errors.service_unavailable().status, errors.capacity_exceeded().status}
 
@@ -74,6 +75,7 @@ class BatchJobs:
         self.config = settings.batch
         self.db_path = settings.batch_db_path
         self.request_timeout_s = settings.limits.request_timeout_s
+        self.log_prompts = settings.log_prompts
         self.registry = registry
         self.lifecycle = lifecycle
         self.clock = clock
@@ -176,62 +178,73 @@ class BatchJobs:
         return min(paused_s, IDLE_POLL_S) if paused_s > 0 else IDLE_POLL_S
 
     async def _run_item(self, claim: Claim) -> None:
-        started = time.monotonic()
+        record = RequestRecord(BATCH, log_prompts=self.log_prompts, request_id=engine_request_id(claim))
+        record.context.update(batch=claim.job, item=claim.index, attempt=claim.attempts)
         reference = json.loads(claim.external_reference)
-        model, lora, usage = metrics.NO_MODEL, metrics.NO_LORA, workers_ai.usage(0, 0)
         try:
-            route = self.registry.route(claim.model)
-            model = route.service.model.name
+            route = self.registry.route(claim.model, task=TEXT_GENERATION)  # as at submission (api/batch.py)
+            record.serve(route.service.model)
             if claim.orphaned >= MAX_ORPHANED:
                 raise errors.internal_error()
-            result, lora = await self._generate(route, claim)
-            usage = result["usage"]
-            response, outcome, error = batch.item_success(claim.index, result, reference), "success", None
+            result = await self._generate(route, claim, record)
+            response, outcome = batch.item_success(claim.index, result, reference), "success"
         except asyncio.CancelledError:
-            self._put_back(claim, model, started, "stopping")
+            record.fail(errors.service_unavailable())
+            self._put_back(claim, record, "stopping")
             raise
         except errors.WaiError as failure:
+            record.fail(failure)
             if failure.status in SERVER_BUSY or (self.lifecycle.draining and failure.status >= 500):
-                self._put_back(claim, model, started, failure.message)
+                self._put_back(claim, record, failure.message)
                 self._paused_until = asyncio.get_running_loop().time() + BUSY_PAUSE_S
                 return
-            response, outcome, error = batch.item_failure(claim.index, failure, reference), "error", failure
+            response, outcome = batch.item_failure(claim.index, failure, reference), "error"
         except Exception:
             crashes.exception("batch item %s/%d failed", claim.job, claim.index)
-            error = errors.internal_error()
-            response, outcome = batch.item_failure(claim.index, error, reference), "error"
+            record.fail(errors.internal_error())
+            response, outcome = batch.item_failure(claim.index, errors.internal_error(), reference), "error"
+        self._complete(claim, record, response, outcome)
+
+    async def _generate(self, route: Route, claim: Claim, record: RequestRecord) -> dict[str, Any]:
+        """The item's run result, as the run endpoint answers it: the text service's one entry, under
+        the same request timeout an HTTP request has."""
+        service = route.service
+        assert isinstance(service, TextService), "a text-generation route leads to a text service"
+        text = workers_ai.parse_run_input(json.loads(claim.input))
+        text = replace(text, stream=False, options=RunOptions(background=True))
+        deadline = Deadline(asyncio.get_running_loop().time() + self.request_timeout_s)
+        completion = await (await service.generate(text, route.requested_name, record, deadline)).completion()
+        return workers_ai.text_result(completion, json_mode=text.output.type != "text")
+
+    def _complete(self, claim: Claim, record: RequestRecord, response: dict[str, Any], outcome: str) -> None:
+        """Keep the item's answer, then count and log it; an answer not kept runs again later."""
         try:
             recorded = self.store.complete(claim, json.dumps(response, ensure_ascii=False), self.clock())
         except sqlite3.Error:  # the item stays running in the file: the next start queues it again
             crashes.exception("batch item %s/%d: its answer could not be recorded", claim.job, claim.index)
+            self._finish(record, "requeued", "its answer could not be recorded")
             return
-        if recorded:
-            metrics.BATCH_ITEMS.labels(model, outcome).inc()
-            self._log(claim, model, lora, outcome, started, error, usage)
-            self._refresh_gauge()
+        if not recorded:  # another run of the item holds it now (its claim was given up)
+            self._finish(record, "superseded")
+            return
+        metrics.BATCH_ITEMS.labels(record.model, outcome).inc()
+        self._finish(record, outcome)
+        self._refresh_gauge()
 
-    async def _generate(self, route: Route, claim: Claim) -> tuple[dict[str, Any], str]:
-        """The item's run result, as the run endpoint answers it, and the fine-tune it ran with."""
-        service = route.service
-        if not isinstance(service, TextService):
-            raise errors.bad_input("queued requests are for text-generation models", param="model")
-        text = workers_ai.parse_run_input(json.loads(claim.input))
-        text = replace(text, stream=False, options=RunOptions(background=True))
-        adapter = service.adapter_for(text, route.requested_name)
-        lora = adapter.name if adapter is not None else metrics.NO_LORA
-        prepared = await service.prepare(text, adapter)
-        deadline = Deadline(asyncio.get_running_loop().time() + self.request_timeout_s)
-        deltas = deadline.within(service.stream(prepared, engine_request_id(claim)))
-        completion = await collect(prepared, deltas)
-        count_tokens(
-            service.model.name, lora, service.model.pricing, completion.prompt_tokens, completion.completion_tokens
-        )
-        return workers_ai.text_result(completion, json_mode=text.output.type != "text"), lora
+    def _put_back(self, claim: Claim, record: RequestRecord, why: str) -> None:
+        """Queue the item again; with the store closed (stopping), its next opening does."""
+        if self._store is not None and not self.store.requeue(claim):
+            self._finish(record, "superseded", why)
+            return
+        metrics.BATCH_ITEMS.labels(record.model, "requeued").inc()
+        self._finish(record, "requeued", why)
 
-    def _put_back(self, claim: Claim, model: str, started: float, why: str) -> None:
-        if self._store is not None and self.store.requeue(claim):
-            metrics.BATCH_ITEMS.labels(model, "requeued").inc()
-            self._log(claim, model, metrics.NO_LORA, "requeued", started, None, workers_ai.usage(0, 0), why)
+    def _finish(self, record: RequestRecord, outcome: str, why: str | None = None) -> None:
+        """The item's record, finished as an HTTP request's is: its status is its error's, or 200."""
+        record.context["outcome"] = outcome
+        if why is not None:
+            record.context["why"] = why
+        record.finish(200 if record.error is None else record.error.status, answered=True)
 
     # --- bookkeeping --------------------------------------------------------------------------
     def _expire(self, now: bool = False) -> None:
@@ -246,36 +259,6 @@ class BatchJobs:
     def _refresh_gauge(self) -> None:
         for status, count in self.store.job_counts().items():
             metrics.BATCH_JOBS.labels(status).set(count)
-
-    def _log(
-        self,
-        claim: Claim,
-        model: str,
-        lora: str,
-        outcome: str,
-        started: float,
-        error: errors.WaiError | None,
-        usage: dict[str, int],
-        why: str | None = None,
-    ) -> None:
-        line = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "request_id": engine_request_id(claim),
-            "batch": claim.job,
-            "item": claim.index,
-            "attempt": claim.attempts,
-            "model": model,
-            "lora": lora,
-            "protocol": BATCH,
-            "outcome": outcome,
-            "code": None if error is None else error.code,
-            "prompt_tokens": usage["prompt_tokens"],
-            "completion_tokens": usage["completion_tokens"],
-            "duration_s": round(time.monotonic() - started, 6),
-        }
-        if why is not None:
-            line["why"] = why
-        log.info(json.dumps(line, ensure_ascii=False))
 
 
 def engine_request_id(claim: Claim) -> str:

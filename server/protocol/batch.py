@@ -104,7 +104,7 @@ def done(request_id: str, model: str, responses: list[dict[str, Any]]) -> dict[s
             "request_id": request_id,
             "model": model,
             "responses": responses,
-            "usage": workers_ai.usage(prompt, completion),
+            "usage": workers_ai.run_usage(prompt, completion),
         }
     )
 

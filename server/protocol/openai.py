@@ -1,4 +1,4 @@
-"""The OpenAI wire format: chat completions, completions, embeddings and the model list.
+"""OpenAI's requests: chat completions, completions and embeddings (the answers: openai_answers.py).
 
 Requests are validated by the pydantic models below, whose sampling fields are made from
 protocol/sampling.py (OPENAI_SAMPLING_FIELDS), and become the same TextRequest / EmbeddingRequest
@@ -7,11 +7,7 @@ the Workers AI endpoint builds. Pydantic's errors become one clear message with 
 
 from __future__ import annotations
 
-import base64
-import struct
-import time
-from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,14 +21,10 @@ from pydantic import (
 )
 
 from server import errors
-from server.engine.types import TextDelta
-from server.protocol.catalog import Entry
 from server.protocol.sampling import OPENAI_SAMPLING_FIELDS
-from server.protocol.tools import openai_call_deltas, openai_calls
+from server.protocol.tools import ToolChoice, checked_use, past_calls, read_tool
 from server.protocol.workers_ai import MAX_TEXTS_PER_REQUEST
-from server.serving.requests import EmbeddingRequest, OutputFormat, TextRequest
-from server.serving.text import Choice, Completion
-from server.serving.tools import AnswerDelta, tool_use
+from server.serving.requests import EmbeddingRequest, Message, OutputFormat, TextRequest, ToolUse
 
 _JSON_TYPES: dict[str, type] = {"integer": int, "number": float}
 
@@ -48,7 +40,7 @@ class _Request(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
-class Message(_Request):
+class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     # A string, an array of text parts, or null (an assistant turn that only called tools).
     content: Any = Field(None, validate_default=True)
@@ -171,12 +163,12 @@ _SampledRequest: Any = create_model("_SampledRequest", __base__=_TextRequestFiel
 
 
 class ChatCompletionRequest(_SampledRequest):
-    messages: list[Message] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
     logprobs: bool = False
     top_logprobs: int | None = _bounded("top_logprobs")
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
-    # Whether the tools can be met (a named tool among them, `required` with tools) is serving/tools.py's.
+    # Whether the tools can be met (a named tool among them, `required` with tools) is protocol/tools.py's.
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None  # accepted; an answer makes at most one call
 
@@ -275,18 +267,35 @@ def _is_type_tag(part: Any) -> bool:
 def text_request(chat: ChatCompletionRequest) -> TextRequest:
     """The same neutral request the Workers AI endpoint builds."""
     output = _output_format(chat.response_format)
-    tools = None if chat.tools is None else [tool.model_dump(exclude_none=True) for tool in chat.tools]
     return TextRequest(
-        messages=[message.model_dump(exclude_none=True) for message in chat.messages],
-        tools=tool_use(tools, _dumped(chat.tool_choice), output),
+        messages=tuple(_message(message, f"messages.{index}") for index, message in enumerate(chat.messages)),
+        tools=_tool_use(chat, output),
         sampling=chat.sampling(logprobs=(chat.top_logprobs or 0) if chat.logprobs else None),
         output=output,
         stream=chat.stream,
     )
 
 
-def _dumped(value: Any) -> Any:
-    return value.model_dump() if isinstance(value, BaseModel) else value
+def _message(message: ChatMessage, where: str) -> Message:
+    calls = past_calls(message.tool_calls, f"{where}.tool_calls")
+    return Message(message.role, message.content, calls, message.tool_call_id)
+
+
+def _tool_use(chat: ChatCompletionRequest, output: OutputFormat) -> ToolUse | None:
+    """The tools, each read by the rules every protocol's tools meet (protocol/tools.py)."""
+    if chat.tools is None and chat.tool_choice is None:
+        return None
+    tools = tuple(
+        read_tool(tool.function.name, tool.function.description, tool.function.parameters, f"tools.{index}.function")
+        for index, tool in enumerate(chat.tools or [])
+    )
+    return checked_use(tools, _tool_choice(chat.tool_choice), output)
+
+
+def _tool_choice(choice: Literal["auto", "none", "required"] | NamedToolChoice | None) -> ToolChoice:
+    if isinstance(choice, NamedToolChoice):
+        return "function", choice.function.name
+    return choice, None
 
 
 def completion_text_request(completion: CompletionRequest) -> TextRequest:
@@ -308,216 +317,3 @@ def _output_format(response_format: ResponseFormat | None) -> OutputFormat:
 def embedding_request(embeddings: EmbeddingsRequest) -> EmbeddingRequest:
     texts = embeddings.input
     return EmbeddingRequest(texts=(texts,) if isinstance(texts, str) else tuple(texts))
-
-
-# Answers ---------------------------------------------------------------------------------------
-
-STARTED = int(time.time())  # the models' `created`: when this server loaded them
-
-
-def now() -> int:
-    return int(time.time())
-
-
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": cached_tokens},
-    }
-
-
-def logprobs_content(positions: list[dict[str, Any]], top_logprobs: int) -> list[dict[str, Any]]:
-    """The engine's per-token logprobs in chat's shape, with the UTF-8 bytes of each token."""
-    return [
-        {
-            **_token(position["token"], position["logprob"]),
-            "top_logprobs": [_token(top["token"], top["logprob"]) for top in position["top"][:top_logprobs]],
-        }
-        for position in positions
-    ]
-
-
-def _token(text: str, logprob: float) -> dict[str, Any]:
-    return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
-
-
-def completion_logprobs(positions: list[dict[str, Any]], top_logprobs: int, offset: int) -> dict[str, Any]:
-    """The legacy completions shape: parallel lists, and each token's character offset in the text
-    generated for that choice, counted from `offset` (what came before in a stream)."""
-    offsets = []
-    for position in positions:
-        offsets.append(offset)
-        offset += len(position["token"])
-    return {
-        "tokens": [position["token"] for position in positions],
-        "token_logprobs": [position["logprob"] for position in positions],
-        "top_logprobs": [
-            {top["token"]: top["logprob"] for top in position["top"][:top_logprobs]} for position in positions
-        ],
-        "text_offset": offsets,
-    }
-
-
-@dataclass
-class _AnswerFormat:
-    """What every OpenAI text answer carries; subclasses write the choices."""
-
-    object: ClassVar[str]
-    chunk_object: ClassVar[str]
-
-    id: str
-    created: int
-    model: str  # as the client named it
-    top_logprobs: int | None = None
-    include_usage: bool = False
-
-    def whole(self, completion: Completion) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "object": self.object,
-            "created": self.created,
-            "model": self.model,
-            "choices": [self.whole_choice(choice) for choice in completion.choices],
-            "usage": usage(completion.prompt_tokens, completion.completion_tokens, completion.cached_tokens),
-        }
-
-    def chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One stream chunk; with include_usage every chunk carries `usage` (null until the last)."""
-        body = {
-            "id": self.id,
-            "object": self.chunk_object,
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        }
-        if self.include_usage:
-            body["usage"] = usage
-        return body
-
-    def whole_choice(self, choice: Choice) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def chunk_choice(self, delta: TextDelta) -> dict[str, Any] | None:
-        """The choice a delta adds to the stream; None when it adds nothing a client would see."""
-        raise NotImplementedError
-
-
-@dataclass
-class ChatFormat(_AnswerFormat):
-    """`chat.completion`, and `chat.completion.chunk` events: the role first, then content, each
-    choice ending with its finish_reason."""
-
-    object: ClassVar[str] = "chat.completion"
-    chunk_object: ClassVar[str] = "chat.completion.chunk"
-    _started: set[int] = field(default_factory=set)
-
-    def _logprobs(self, positions: list[dict[str, Any]]) -> dict[str, Any] | None:
-        if self.top_logprobs is None:
-            return None
-        return {"content": logprobs_content(positions, self.top_logprobs)}
-
-    def whole_choice(self, choice: Choice) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": choice.text}
-        if choice.tool_calls:
-            message.update(content=None, tool_calls=openai_calls(choice.tool_calls))
-        return {
-            "index": choice.index,
-            "message": message,
-            "logprobs": self._logprobs(choice.logprobs),
-            "finish_reason": choice.finish_reason or "stop",
-        }
-
-    def chunk_choice(self, delta: TextDelta) -> dict[str, Any] | None:
-        message: dict[str, Any] = {}
-        if delta.index not in self._started:
-            self._started.add(delta.index)
-            message["role"] = "assistant"
-        if delta.text or "role" in message:
-            message["content"] = delta.text
-        if isinstance(delta, AnswerDelta) and delta.pieces:
-            message["tool_calls"] = openai_call_deltas(delta.pieces)
-        logprobs = self._logprobs(delta.logprobs)
-        if not (message or delta.finish_reason or (logprobs and logprobs["content"])):
-            return None
-        return {"index": delta.index, "delta": message, "logprobs": logprobs, "finish_reason": delta.finish_reason}
-
-
-@dataclass
-class CompletionFormat(_AnswerFormat):
-    """`text_completion`, whole or streamed: each chunk carries its choice's new text."""
-
-    object: ClassVar[str] = "text_completion"
-    chunk_object: ClassVar[str] = "text_completion"
-    _offsets: dict[int, int] = field(default_factory=dict)  # characters streamed so far, per choice
-
-    def _logprobs(self, index: int, positions: list[dict[str, Any]]) -> dict[str, Any] | None:
-        if self.top_logprobs is None:
-            return None
-        offset = self._offsets.get(index, 0)
-        self._offsets[index] = offset + sum(len(position["token"]) for position in positions)
-        return completion_logprobs(positions, self.top_logprobs, offset)
-
-    def whole_choice(self, choice: Choice) -> dict[str, Any]:
-        return {
-            "index": choice.index,
-            "text": choice.text,
-            "logprobs": self._logprobs(choice.index, choice.logprobs),
-            "finish_reason": choice.finish_reason or "stop",
-        }
-
-    def chunk_choice(self, delta: TextDelta) -> dict[str, Any] | None:
-        if not (delta.text or delta.finish_reason or delta.logprobs):
-            return None
-        return {
-            "index": delta.index,
-            "text": delta.text,
-            "logprobs": self._logprobs(delta.index, delta.logprobs),
-            "finish_reason": delta.finish_reason,
-        }
-
-
-def error_body(error: errors.WaiError) -> dict[str, Any]:
-    """OpenAI's error object: its own code and words where its API has them (server/errors.py)."""
-    return {
-        "error": {
-            "message": error.openai_message or error.message,
-            "type": error.openai_type,
-            "param": error.param,
-            "code": error.openai_code or str(error.code),
-        }
-    }
-
-
-def error_status(error: errors.WaiError) -> int:
-    return error.openai_status or error.status
-
-
-def embedding_list(vectors: list[list[float]], encoding_format: str, model: str, prompt_tokens: int) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [
-            {"object": "embedding", "index": index, "embedding": _encoded(vector, encoding_format)}
-            for index, vector in enumerate(vectors)
-        ],
-        "model": model,
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-    }
-
-
-def _encoded(vector: list[float], encoding_format: str) -> list[float] | str:
-    if encoding_format == "base64":
-        # Little-endian float32, as OpenAI sends it and its SDK decodes it.
-        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-    return vector
-
-
-def model_list(entries: list[Entry], created: int) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [
-            {"id": entry.name, "object": "model", "created": created, "owned_by": entry.author or "wai"}
-            for entry in entries
-        ],
-    }

@@ -13,11 +13,10 @@ from typing import Any
 from server import errors
 from server.config import ModelConfig
 from server.protocol.sampling import SAMPLING_FIELDS, integer_fields
-from server.protocol.tools import workers_ai_calls
+from server.protocol.tools import TOOL_SCHEMA, past_calls, tool_use, workers_ai_calls
 from server.protocol.validation import validate
-from server.serving.requests import EmbeddingRequest, OutputFormat, RunOptions, TextRequest
+from server.serving.requests import EmbeddingRequest, Message, OutputFormat, RunOptions, TextRequest
 from server.serving.text import Completion
-from server.serving.tools import tool_use
 
 _STRING = {"type": "string"}
 _BOOLEAN = {"type": "boolean"}
@@ -35,32 +34,12 @@ _COMMON = {
     "response_format": _RESPONSE_FORMAT,
     "raw": {"type": "boolean", "default": False, "description": "If true, no chat template is applied."},
     "stream": {"type": "boolean", "default": False, "description": "Stream the answer as server-sent events."},
-    **SAMPLING_FIELDS,
-}
-
-_TOOL_PARAMETERS = {
-    "type": "object",
-    "properties": {
-        "type": _STRING,
-        "properties": {"type": "object"},
-        "required": {"type": "array", "items": _STRING},
+    "tools": {"type": "array", "items": TOOL_SCHEMA, "description": "Tools the model may call (either form)."},
+    "tool_choice": {
+        "type": ["string", "object"],
+        "description": 'auto, none, required, or {"type": "function", "function": {"name": ...}}.',
     },
-    "required": ["type", "properties"],
-}
-_TOOL_FUNCTION = {
-    "type": "object",
-    "properties": {"name": _STRING, "description": _STRING, "parameters": _TOOL_PARAMETERS},
-    "required": ["name", "description", "parameters"],
-}
-_TOOL = {
-    "oneOf": [
-        _TOOL_FUNCTION,
-        {
-            "type": "object",
-            "properties": {"type": {"type": "string", "enum": ["function"]}, "function": _TOOL_FUNCTION},
-            "required": ["type", "function"],
-        },
-    ]
+    **SAMPLING_FIELDS,
 }
 
 PROMPT_FORM = {
@@ -78,7 +57,12 @@ MESSAGES_FORM = {
             "type": "array",
             "items": {
                 "type": "object",
-                "properties": {"role": _STRING, "content": _STRING},
+                "properties": {
+                    "role": _STRING,
+                    "content": _STRING,
+                    "tool_calls": {"type": "array", "description": "An assistant turn's calls."},
+                    "tool_call_id": _STRING,
+                },
                 "required": ["role", "content"],
             },
         },
@@ -86,7 +70,6 @@ MESSAGES_FORM = {
             "type": "array",
             "items": {"type": "object", "properties": {"name": _STRING, "code": _STRING}, "required": ["name", "code"]},
         },
-        "tools": {"type": "array", "items": _TOOL},
         **_COMMON,
     },
     "required": ["messages"],
@@ -212,7 +195,7 @@ def parse_run_input(body: Any, query: Mapping[str, str] | None = None) -> TextRe
     raw = body.get("raw", False)
     return TextRequest(
         prompt=body.get("prompt"),
-        messages=body.get("messages"),
+        messages=_messages(body.get("messages")),
         raw=raw,
         # tool_choice is OpenAI's, outside the hosted schema; LangChain's Cloudflare model sends it here.
         tools=tool_use(body.get("tools"), body.get("tool_choice"), output, raw),
@@ -221,6 +204,20 @@ def parse_run_input(body: Any, query: Mapping[str, str] | None = None) -> TextRe
         lora=body.get("lora"),
         stream=body.get("stream", False),
         options=run_options(body.get("options"), query or {}),
+    )
+
+
+def _messages(messages: list[dict[str, Any]] | None) -> tuple[Message, ...] | None:
+    if messages is None:
+        return None
+    return tuple(
+        Message(
+            role=message["role"],
+            content=message["content"],
+            tool_calls=past_calls(message.get("tool_calls"), f"messages.{index}.tool_calls"),
+            tool_call_id=message.get("tool_call_id"),
+        )
+        for index, message in enumerate(messages)
     )
 
 
@@ -247,7 +244,7 @@ def text_result(completion: Completion, json_mode: bool) -> dict[str, Any]:
     return {
         "response": json_response(text) if json_mode else text,
         "tool_calls": workers_ai_calls(choice.tool_calls),
-        "usage": usage(completion.prompt_tokens, completion.completion_tokens),
+        "usage": run_usage(completion.prompt_tokens, completion.completion_tokens),
     }
 
 
@@ -267,7 +264,8 @@ def failure(error: errors.WaiError) -> dict[str, Any]:
     return {"result": {}, "success": False, "errors": [{"code": error.code, "message": error.message}], "messages": []}
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def run_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """Workers AI's `usage`: the three counts, no details."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,

@@ -7,18 +7,18 @@ from typing import Any
 import jinja2
 
 from server import errors
-from server.serving.requests import TextRequest
-from server.serving.tools import conversation
+from server.serving.requests import Message, TextRequest
+from server.serving.tool_prompt import conversation
 
 
 def render_prompt(tokenizer: Any, request: TextRequest) -> list[int]:
     """Token ids of the prompt exactly as the model will see it."""
     if request.raw:
         # The prompt goes to the model as is; the tokenizer adds only what it always adds (BOS).
-        text = request.prompt if request.prompt is not None else "\n".join(m["content"] for m in request.messages or [])
+        text = request.prompt if request.prompt is not None else "\n".join(m.content for m in request.messages or ())
         return tokenizer.encode(text)
-    messages = request.messages if request.messages is not None else [{"role": "user", "content": request.prompt}]
-    # Tools are described in the system message by wai itself (serving/tools.py), the same for every
+    messages = request.messages if request.messages is not None else (Message("user", request.prompt or ""),)
+    # Tools are described in the system message by wai itself (serving/tool_prompt.py), the same for every
     # template: Llama 3 8B Instruct's own template knows no tools.
     try:
         text = tokenizer.apply_chat_template(

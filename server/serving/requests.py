@@ -1,13 +1,13 @@
-"""A validated request, the same for every protocol: what the client asked for, in its words."""
+"""A validated request, the same for every protocol: what the client asked for, in its words.
+
+protocol/ turns each wire format into these types; nothing below protocol/ reads a wire shape.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from server.serving.tools import ToolUse
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,55 @@ class RunOptions:
 
 
 @dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # a JSON Schema of an object
+
+
+@dataclass(frozen=True)
+class ToolUse:
+    """The tools a request offers and whether the model must, may or must not call one (tool_choice)."""
+
+    tools: tuple[Tool, ...]
+    mode: Literal["auto", "none", "required", "function"] = "auto"
+    name: str | None = None  # the tool to call, with mode "function"
+
+    @property
+    def active(self) -> bool:
+        """Whether the answer is decoded as a call (or, with auto, a call or text)."""
+        return bool(self.tools) and self.mode != "none"
+
+    @property
+    def callable(self) -> tuple[Tool, ...]:
+        return tuple(tool for tool in self.tools if self.mode != "function" or tool.name == self.name)
+
+    def tool(self, name: str) -> Tool:
+        return next(tool for tool in self.tools if tool.name == name)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call of a tool: one the model made, or a past one in the conversation. The arguments of a
+    call the model made are an object; a past call's are what the client sent, decoded when they
+    were JSON text."""
+
+    id: str
+    name: str
+    arguments: Any
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn of a conversation; an assistant turn may hold the calls it made instead of text."""
+
+    role: str
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None  # on a tool turn: the call it answers
+
+
+@dataclass(frozen=True)
 class TextRequest:
     """Exactly one of `prompt` and `messages` is set.
 
@@ -34,9 +83,9 @@ class TextRequest:
     """
 
     prompt: str | None = None
-    messages: list[dict[str, Any]] | None = None
+    messages: tuple[Message, ...] | None = None
     raw: bool = False
-    tools: ToolUse | None = None  # the tools offered and tool_choice (serving/tools.py)
+    tools: ToolUse | None = None  # the tools offered and tool_choice
     sampling: Mapping[str, Any] = field(default_factory=dict)
     output: OutputFormat = field(default_factory=OutputFormat)
     lora: str | None = None
@@ -51,7 +100,18 @@ class TextRequest:
     @property
     def as_sent(self) -> Any:
         """The prompt or the messages, for the request log."""
-        return self.prompt if self.prompt is not None else self.messages
+        if self.messages is None:
+            return self.prompt
+        return [_logged(message) for message in self.messages]
+
+
+def _logged(message: Message) -> dict[str, Any]:
+    logged: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        logged["tool_calls"] = [{"name": c.name, "arguments": c.arguments} for c in message.tool_calls]
+    if message.tool_call_id is not None:
+        logged["tool_call_id"] = message.tool_call_id
+    return logged
 
 
 @dataclass(frozen=True)

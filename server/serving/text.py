@@ -1,6 +1,9 @@
 """Text generation for every protocol: render, check limits, run on the engine, collect choices.
 
-The service yields the engine's deltas; counting them (usage, metrics, logs) is the API layer's.
+`TextService.generate` is the one entry every caller of a text request uses (the HTTP pipeline,
+api/pipeline.py, and the batch runner, batch/jobs.py): it resolves the fine-tune, prepares the prompt
+and starts the engine's deltas under the request's deadline, telling the request's record (metrics,
+log line: server/records.py) what it resolved and every delta it passes on.
 """
 
 from __future__ import annotations
@@ -8,18 +11,20 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from server import errors
 from server.config import ModelConfig
 from server.engine.types import Adapter, GenerationParams, TextDelta, TextEngine
+from server.lifecycle import Deadline
 from server.serving.admission import Admission
 from server.serving.engine_errors import engine_errors, ensure_ready
 from server.serving.lora import AdapterStore
 from server.serving.prompts import render_prompt
-from server.serving.requests import TextRequest
+from server.serving.requests import TextRequest, ToolCall
 from server.serving.sampling import engine_choices, generation_params
-from server.serving.tools import AnswerDelta, ToolCall, answer_format, read_answers
+from server.serving.tool_calls import ToolDelta, read_calls
+from server.serving.tool_prompt import call_schema
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,30 @@ class Completion:
         return sum(choice.completion_tokens for choice in self.choices)
 
 
+class RunRecord(Protocol):
+    """What a text request's run tells its record (server/records.py) as it goes."""
+
+    request_id: str  # also the engine request's id
+
+    def use_adapter(self, name: str) -> None: ...
+
+    def show_input(self, sent: Any) -> None: ...
+
+    def watch(self, deltas: AsyncIterator[TextDelta]) -> AsyncIterator[TextDelta]: ...
+
+
+@dataclass
+class Generation:
+    """A request on its way: the prepared prompt, and its deltas as the engine makes them (read
+    `deltas`, or `completion()` for the whole answer)."""
+
+    prepared: PreparedText
+    deltas: AsyncIterator[TextDelta]
+
+    async def completion(self) -> Completion:
+        return await collect(self.prepared, self.deltas)
+
+
 class TextService:
     """One served text model: the public name's config and the engine behind it."""
 
@@ -68,6 +97,20 @@ class TextService:
         self.admission = Admission(
             model.engine.max_num_seqs, model.max_waiting_requests, model.max_waiting_prompt_tokens
         )
+
+    async def generate(
+        self, request: TextRequest, requested_model: str, record: RunRecord, deadline: Deadline
+    ) -> Generation:
+        """Run `request` on this model for `record`: the fine-tune its `lora` names (errors name the
+        model as the client called it, `requested_model`), the prompt rendered and checked, and the
+        engine's deltas, each awaited under `deadline` and counted by `record`."""
+        adapter = self.adapter_for(request, requested_model)
+        if adapter is not None:
+            record.use_adapter(adapter.name)
+        record.show_input(request.as_sent)
+        prepared = await self.prepare(request, adapter)
+        deltas = record.watch(deadline.within(self.stream(prepared, record.request_id)))
+        return Generation(prepared, deltas)
 
     def adapter_for(self, request: TextRequest, requested_model: str) -> Adapter | None:
         """The fine-tune a request's `lora` names: 405 / 5005 when this model has LoRA off, 400 / 3041
@@ -84,8 +127,8 @@ class TextService:
             prompt_token_ids = await self.engine.with_tokenizer(render_prompt, request)
         if not prompt_token_ids:
             raise errors.bad_input("the prompt is empty after rendering", param="messages")
-        # With tools, the answer is decoded as a call or text (serving/tools.py).
-        output = answer_format(request.tools) if request.tools is not None and request.tools.active else request.output
+        # With tools, the answer is decoded as a call or text (serving/tool_prompt.py).
+        output = call_schema(request.tools) if request.tools is not None and request.tools.active else request.output
         params = generation_params(request.sampling, output, self.model, request.options.background)
         requested = len(prompt_token_ids) + params.max_tokens
         if requested > self.model.context_window:
@@ -98,12 +141,12 @@ class TextService:
 
     def stream(self, prepared: PreparedText, request_id: str) -> AsyncGenerator[TextDelta, None]:
         """Deltas as the engine makes them, one index per client choice (with tools, read back as
-        text and calls: AnswerDelta); closing this early aborts the engine request, whose id is
+        text and calls: ToolDelta); closing this early aborts the engine request, whose id is
         `request_id` (the `cf-ai-req-id` the client sees). 429 before the engine sees it when the
         model has no place for it (serving/admission.py)."""
         deltas = self._generate(prepared, request_id)
         tools = prepared.request.tools
-        return read_answers(deltas, tools) if tools is not None and tools.active else deltas
+        return read_calls(deltas, tools) if tools is not None and tools.active else deltas
 
     async def _generate(self, prepared: PreparedText, request_id: str) -> AsyncGenerator[TextDelta, None]:
         prompt_tokens, reject_if_busy = len(prepared.prompt_token_ids), prepared.request.options.reject_if_busy
@@ -129,7 +172,7 @@ async def collect(prepared: PreparedText, deltas: AsyncIterator[TextDelta]) -> C
         choice.completion_tokens = delta.completion_tokens
         choice.finish_reason = delta.finish_reason or choice.finish_reason
         choice.logprobs += delta.logprobs
-        if isinstance(delta, AnswerDelta):
+        if isinstance(delta, ToolDelta):
             choice.tool_calls += delta.calls
         completion.cached_tokens = delta.cached_tokens
     return completion

@@ -110,18 +110,22 @@ def test_the_bounds_and_an_unknown_request_id(client, server):
     error(unknown, 404, 3045)
 
 
-def test_batch_items_are_counted_and_logged_apart_from_requests(client, server):
+def test_batch_items_are_counted_and_logged_as_requests_of_protocol_batch(client, server):
     before = scrape(server)
     queued = envelope_result(
         submit(client, server, [{"prompt": "Hi", "max_tokens": 4}, {"prompt": "Yo", "max_tokens": 4}])
     )
     done, polls = polled(client, server, queued["request_id"])
-    # The submission and the polls are the API requests; the items count apart.
+    # The submission and the polls are the API requests; each item is a request of protocol batch.
     wait_for(
-        lambda: (scrape(server) - before).value("wai_requests_total", model=REAL_MODEL) == 1 + polls,
-        "each API request counted, and nothing else",
+        lambda: (
+            (scrape(server) - before).value("wai_requests_total", model=REAL_MODEL, protocol="workers_ai") == 1 + polls
+        ),
+        "each API request counted",
     )
     after = scrape(server) - before
+    assert after.value("wai_requests_total", model=REAL_MODEL, protocol="batch", status="200", code="none") == 2
+    assert after.value("wai_requests_total", model=REAL_MODEL) == 1 + polls + 2
     assert after.value("wai_batch_items_total", model=REAL_MODEL, outcome="success") == 2
     assert after.value("wai_batch_items_total", model=REAL_MODEL, outcome="error") == 0
     tokens = sum(response["result"]["usage"]["completion_tokens"] for response in done["responses"])

@@ -3,6 +3,7 @@ the bounds, and jobs that outlive the app (the real-engine tests are tests/integ
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -121,7 +122,7 @@ def test_an_unknown_or_other_models_request_id_is_404(client):
     until_done(client, request_id)
 
 
-def test_batch_items_count_apart_from_interactive_requests(client):
+def test_batch_items_count_in_the_metrics_as_requests_of_protocol_batch(client):
     before = scrape(client)
     request_id = submitted(client, [{"prompt": "a"}, {"prompt": " ".join(["word"] * CONTEXT_WINDOW)}])
     until_done(client, request_id)
@@ -129,10 +130,59 @@ def test_batch_items_count_apart_from_interactive_requests(client):
     delta = after - before
     assert delta.value("wai_batch_items_total", model=TEXT_MODEL, outcome="success") == 1
     assert delta.value("wai_batch_items_total", model=TEXT_MODEL, outcome="error") == 1
-    # Only the submission and the polls are API requests; no item is.
+    # Each item is a request of protocol batch, with its own status and code, as an HTTP request is.
+    assert delta.value("wai_requests_total", model=TEXT_MODEL, protocol="batch", status="200", code="none") == 1
+    assert delta.value("wai_requests_total", model=TEXT_MODEL, protocol="batch", status="413", code="5021") == 1
+    # The submission and the polls are the API requests, and they all succeeded.
     assert delta.value("wai_requests_total", model=TEXT_MODEL, protocol="workers_ai", status="200") >= 2
-    assert delta.value("wai_requests_total", code="5021") == 0
+    assert delta.value("wai_requests_total", protocol="workers_ai", code="5021") == 0
     assert after.value("wai_batch_jobs", status="done") >= 1
+    assert after.value("wai_requests_in_flight", model=TEXT_MODEL) == 0
+
+
+def test_a_batch_item_is_measured_and_logged_as_the_same_http_request_is(client, caplog):
+    """The same input run interactively and as a batch item: the same series move by the same
+    amounts (but for the protocol label), and the two log lines have the same fields, the item's
+    with its job, item, attempt and outcome beside them."""
+    body = {"prompt": "the same input", "max_tokens": 5}
+    series = (
+        "wai_requests_total",
+        "wai_prompt_tokens_total",
+        "wai_generation_tokens_total",
+        "wai_request_duration_seconds_count",
+        "wai_time_to_first_token_seconds_count",
+        "wai_inter_token_latency_seconds_count",
+        "wai_workers_ai_cost_usd_total",
+    )
+    with caplog.at_level("INFO", logger="wai.requests"):
+        before = scrape(client)
+        result(run(client, body))
+        interactive = scrape(client) - before
+        request_id = submitted(client, [body])
+        until_done(client, request_id)
+    lines = [json.loads(record.getMessage()) for record in caplog.records if record.name == "wai.requests"]
+    batched = scrape(client) - before
+    for name in series:
+        http = interactive.value(name, model=TEXT_MODEL)
+        assert http > 0 or name == "wai_workers_ai_cost_usd_total", name
+        if name == "wai_requests_total":
+            assert batched.value(name, model=TEXT_MODEL, protocol="batch") == http == 1
+        elif name == "wai_request_duration_seconds_count":  # every request observes one: polls too
+            assert batched.value(name, model=TEXT_MODEL) == batched.value("wai_requests_total", model=TEXT_MODEL)
+        else:
+            assert batched.value(name, model=TEXT_MODEL) == pytest.approx(2 * http), name
+    http_line = next(line for line in lines if line["protocol"] == "workers_ai" and line["completion_tokens"])
+    item_line = next(line for line in lines if line["protocol"] == "batch")
+    assert set(item_line) == set(http_line) | {"batch", "item", "attempt", "outcome"}
+    assert (item_line["batch"], item_line["item"], item_line["attempt"], item_line["outcome"]) == (
+        request_id,
+        0,
+        1,
+        "success",
+    )
+    assert item_line["status"] == 200 and item_line["code"] is None
+    for field in ("model", "lora", "prompt_tokens", "completion_tokens"):
+        assert item_line[field] == http_line[field], field
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 
 from tests.fakes import TEXT_MODEL, FakeTextEngine, FakeTokenizer, ServedApp, fake_settings, serve_app
 from tests.integration.sse import events, json_events
-from tests.pipeline.conftest import CHAT, openai_error, run_path, workers_ai_error
+from tests.pipeline.conftest import ACCOUNT_PATH, CHAT, openai_error, result, run_path, workers_ai_error
 
 WEATHER_PARAMETERS = {
     "type": "object",
@@ -276,3 +276,63 @@ def test_bad_tools_are_a_400_in_each_protocol(client, engine, body, param):
     error = openai_error(chat(client, body), 400, 5006)
     assert error["param"] == param.replace("tools.0", "tools.0.function")
     assert engine.requests == []
+
+
+# --- one verdict per tool, in every form ------------------------------------------------------------
+
+DESCRIBED = {"name": "get_weather", "description": "Current weather", "parameters": WEATHER_PARAMETERS}
+NO_DESCRIPTION = {"name": "get_weather", "parameters": WEATHER_PARAMETERS}
+NO_PARAMETERS = {"name": "get_time", "description": "The time now"}
+NAME_ONLY = {"name": "get_time"}
+EMPTY_PARAMETERS = {"name": "get_time", "parameters": {"type": "object"}}
+ACCEPTED = [DESCRIBED, NO_DESCRIPTION, NO_PARAMETERS, NAME_ONLY, EMPTY_PARAMETERS]
+REFUSED = [
+    {"description": "no name", "parameters": WEATHER_PARAMETERS},
+    {"name": "", "parameters": WEATHER_PARAMETERS},
+    {"name": "has space"},
+    {"name": "x" * 65},
+    {"name": 7},
+    {"name": "get_time", "description": 7},
+    {"name": "get_time", "parameters": ["not", "an", "object"]},
+    {"name": "get_time", "parameters": {"type": "string"}},
+    {"name": "get_time", "parameters": {"type": "object", "properties": {"a": {"type": "nonsense"}}}},
+]
+
+
+def verdicts(client: httpx.Client, tool: dict[str, Any]) -> dict[str, int]:
+    """The status of one tool sent every way a client can send it."""
+    wrapped = {"type": "function", "function": tool}
+    sent = {
+        "prompt form, flat": (run_path(), {"prompt": "Weather in Paris?", "tools": [tool]}),
+        "prompt form, wrapped": (run_path(), {"prompt": "Weather in Paris?", "tools": [wrapped]}),
+        "messages form, flat": (run_path(), {"messages": ASK, "tools": [tool]}),
+        "messages form, wrapped": (run_path(), {"messages": ASK, "tools": [wrapped]}),
+        "/v1": (CHAT, {"model": TEXT_MODEL, "messages": ASK, "tools": [wrapped]}),
+    }
+    return {
+        way: client.post(path, json={**body, "tool_choice": "none"}).status_code for way, (path, body) in sent.items()
+    }
+
+
+@pytest.mark.parametrize("tool", ACCEPTED, ids=["described", "no-description", "no-parameters", "name-only", "empty"])
+def test_a_tool_is_accepted_alike_in_the_prompt_form_the_messages_form_and_v1(client, engine, tool):
+    engine.script = TEXT_WORDS
+    assert set(verdicts(client, tool).values()) == {200}
+
+
+@pytest.mark.parametrize("tool", REFUSED, ids=range(len(REFUSED)))
+def test_a_bad_tool_is_refused_alike_in_the_prompt_form_the_messages_form_and_v1(client, engine, tool):
+    assert set(verdicts(client, tool).values()) == {400}
+    assert engine.requests == []
+
+
+def test_the_published_schema_takes_tools_in_both_forms_and_asks_only_for_a_name(client):
+    schema = result(client.get(f"{ACCOUNT_PATH}/models/schema", params={"model": TEXT_MODEL}))
+    for form in schema["input"]["oneOf"]:
+        for shape in form["properties"]["tools"]["items"]["oneOf"]:
+            function = shape["properties"].get("function", shape)
+            assert function["required"] == ["name"] and set(function["properties"]) == {
+                "name",
+                "description",
+                "parameters",
+            }

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from server import errors
-from server.protocol import openai
+from server.protocol import openai_answers
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 PLACEHOLDERS = {str: "x", int: 1}
@@ -74,10 +74,10 @@ NOT_ON_OPENAI_PATHS = {
 def openai_error_table() -> set[tuple[int, str, str]]:
     """(status, type, code) of every error the /v1 routes can answer, as protocol/openai.py renders it."""
     made = {
-        (openai.error_status(error), body["type"], body["code"])
+        (openai_answers.error_status(error), body["type"], body["code"])
         for name, error in made_errors()
         if name not in NOT_ON_OPENAI_PATHS
-        for body in [openai.error_body(error)["error"]]
+        for body in [openai_answers.error_body(error)["error"]]
     }
     for code in (errors.MISSING_PARAMETER, errors.WRONG_TYPE):  # bad_input as protocol/openai.py's parse makes it
         made.add((400, "invalid_request_error", code))

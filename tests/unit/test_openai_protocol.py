@@ -13,7 +13,7 @@ import pytest
 from server import errors
 from server.config import ModelConfig, Weights
 from server.engine.types import TextDelta
-from server.protocol import openai
+from server.protocol import openai, openai_answers
 from server.protocol.sampling import OPENAI_SAMPLING_FIELDS
 from server.serving.requests import OutputFormat
 from server.serving.sampling import engine_choices, generation_params
@@ -71,8 +71,9 @@ def test_content_forms_become_plain_strings():
             ]
         )
     )
-    assert [m["content"] for m in request.messages] == ["Be brief.", "a\nb", "", "42"]
-    assert request.messages[3]["tool_call_id"] == "1"
+    assert [m.content for m in request.messages] == ["Be brief.", "a\nb", "", "42"]
+    assert [(c.id, c.name, c.arguments) for c in request.messages[2].tool_calls] == [("1", "f", {})]
+    assert request.messages[3].tool_call_id == "1"
 
 
 @pytest.mark.parametrize(
@@ -144,7 +145,7 @@ def test_embeddings_input_forms():
 
 
 def test_base64_is_little_endian_float32():
-    body = openai.embedding_list([[1.0, -0.5]], "base64", "m", 3)
+    body = openai_answers.embedding_list([[1.0, -0.5]], "base64", "m", 3)
     assert struct.unpack("<2f", base64.b64decode(body["data"][0]["embedding"])) == (1.0, -0.5)
 
 
@@ -159,7 +160,9 @@ def encode(deltas, include_usage=True, top_logprobs=None):
             part
             async for part in openai_events(
                 _deltas(deltas),
-                openai.ChatFormat(id="c", created=1, model="m", include_usage=include_usage, top_logprobs=top_logprobs),
+                openai_answers.ChatAnswer(
+                    id="c", created=1, model="m", include_usage=include_usage, top_logprobs=top_logprobs
+                ),
             )
         ]
 
@@ -200,7 +203,9 @@ def test_error_mid_stream_is_an_openai_error_then_done():
         raise errors.service_unavailable()
 
     async def collect():
-        return [part async for part in openai_events(failing(), openai.ChatFormat(id="c", created=1, model="m"))]
+        return [
+            part async for part in openai_events(failing(), openai_answers.ChatAnswer(id="c", created=1, model="m"))
+        ]
 
     raw = b"".join(asyncio.run(collect())).decode()
     events = [e.removeprefix("data: ") for e in raw.split("\n\n") if e]

@@ -15,8 +15,8 @@ from server.protocol.sampling import OPENAI_SAMPLING_FIELDS
 from server.serving.sampling import generation_params
 
 MODEL = ModelConfig(name="m", weights=Weights(path="/nowhere"))
-# Run-endpoint fields that are not sampling: they choose the input, the output format or the adapter.
-NOT_SAMPLING = {"prompt", "lora", "response_format", "raw", "stream"}
+# Run-endpoint fields that are not sampling: they choose the input, the output format, tools or the adapter.
+NOT_SAMPLING = {"prompt", "lora", "response_format", "raw", "stream", "tools", "tool_choice"}
 # OpenAI's spellings of the same engine fields.
 OPENAI_NAMES = {"top_logprobs": "logprobs", "max_completion_tokens": "max_tokens"}
 

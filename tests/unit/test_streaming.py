@@ -6,7 +6,7 @@ import pytest
 from server import errors
 from server.config import StreamingConfig
 from server.engine.types import TextDelta
-from server.protocol import openai
+from server.protocol import openai_answers
 from server.streaming import openai_events, workers_ai_events
 
 
@@ -51,9 +51,9 @@ def test_token_events_are_the_json_the_standard_encoder_writes():
     assert all(chunk.endswith(b"}\n\n") and chunk.count(b"\n") == 2 for chunk in chunks[: len(TEXTS)])
 
 
-@pytest.mark.parametrize("answer_format", [openai.ChatFormat, openai.CompletionFormat])
+@pytest.mark.parametrize("answer_type", [openai_answers.ChatAnswer, openai_answers.CompletionAnswer])
 @pytest.mark.parametrize("include_usage", [False, True])
-def test_openai_chunks_put_together_from_parts_equal_whole_chunks(answer_format, include_usage):
+def test_openai_chunks_put_together_from_parts_equal_whole_chunks(answer_type, include_usage):
     """Each chunk's envelope is built once per stream; the chunks decode to what encoding each one
     whole gives, keys in the same order."""
     deltas = [TextDelta(0, text, 5, n + 1) for n, text in enumerate(TEXTS)]
@@ -67,7 +67,7 @@ def test_openai_chunks_put_together_from_parts_equal_whole_chunks(answer_format,
         return [chunk async for chunk in openai_events(gen(), answer)]
 
     def fresh():
-        return answer_format(id="cmpl-1", created=1700000000, model="m", include_usage=include_usage)
+        return answer_type(id="cmpl-1", created=1700000000, model="m", include_usage=include_usage)
 
     chunks = asyncio.run(run(fresh()))
     reference = fresh()

@@ -1,4 +1,4 @@
-"""Reading a tool answer as it grows (server/serving/tools.py): fed one character at a time, the
+"""Reading a tool answer as it grows (server/serving/tool_calls.py): fed one character at a time, the
 streamed text and arguments pieces join to exactly what the whole answer holds."""
 
 from __future__ import annotations
@@ -8,9 +8,12 @@ import json
 import pytest
 
 from server import errors
-from server.serving.tools import AnswerReader, ToolUse, conversation, parse_tools
+from server.protocol.tools import past_calls, tool_use
+from server.serving.requests import Message, OutputFormat, ToolUse
+from server.serving.tool_calls import CallReader
+from server.serving.tool_prompt import conversation
 
-TOOLS = parse_tools(
+TOOLS = tool_use(
     [
         {
             "name": "note",
@@ -21,13 +24,15 @@ TOOLS = parse_tools(
                 "required": ["text"],
             },
         }
-    ]
-)
+    ],
+    None,
+    OutputFormat(),
+).tools
 AUTO = ToolUse(TOOLS, "auto")
 
 
 def read_by_character(answer: str, use: ToolUse = AUTO):
-    reader = AnswerReader(use)
+    reader = CallReader(use)
     text, pieces = "", []
     for char in answer:
         new_text, new_pieces = reader.read(char)
@@ -68,31 +73,37 @@ def test_text_pieces_join_to_the_text_whatever_the_escapes(content, ascii_only):
 
 
 def test_a_cut_call_is_an_error_and_cut_text_is_what_there_is():
-    reader = AnswerReader(AUTO)
+    reader = CallReader(AUTO)
     reader.read('{"name": "note", "parameters": {"text": "half')
     with pytest.raises(errors.WaiError) as cut:
         reader.finish()
     assert cut.value.code == 3031
-    reader = AnswerReader(AUTO)
+    reader = CallReader(AUTO)
     reader.read('{"content": "half an ans')
     assert reader.finish() == ("half an ans", [], [])
 
 
 def test_a_call_that_does_not_match_its_parameters_is_never_returned():
-    reader = AnswerReader(ToolUse(TOOLS, "required"))
+    reader = CallReader(ToolUse(TOOLS, "required"))
     reader.read('{"name": "note", "parameters": {"tags": []}}')  # text is required
     with pytest.raises(errors.WaiError):
         reader.finish()
 
 
 def test_past_calls_in_either_shape_read_as_the_model_writes_them():
-    flat = {"role": "assistant", "content": "", "tool_calls": [{"name": "note", "arguments": {"text": "a"}}]}
-    shaped = {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "note", "arguments": '{"text": "a"}'}}
-        ],
-    }
+    flat = past_calls([{"name": "note", "arguments": {"text": "a"}}], "messages.0.tool_calls")
+    shaped = past_calls(
+        [{"id": "call_1", "type": "function", "function": {"name": "note", "arguments": '{"text": "a"}'}}],
+        "messages.0.tool_calls",
+    )
+    assert [(call.name, call.arguments) for call in flat] == [(call.name, call.arguments) for call in shaped]
     written = '{"name": "note", "parameters": {"text": "a"}}'
-    assert conversation([flat], None) == conversation([shaped], None) == [{"role": "assistant", "content": written}]
+    turns = [(Message("assistant", "", flat),), (Message("assistant", "", shaped),)]
+    assert conversation(turns[0], None) == conversation(turns[1], None) == [{"role": "assistant", "content": written}]
+
+
+@pytest.mark.parametrize("calls", ["not a list", ["not an object"]])
+def test_past_calls_that_are_not_calls_are_bad_input(calls):
+    with pytest.raises(errors.WaiError) as raised:
+        past_calls(calls, "messages.1.tool_calls")
+    assert raised.value.status == 400 and raised.value.param.startswith("messages.1.tool_calls")
