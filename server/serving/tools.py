@@ -1,5 +1,6 @@
-"""Tool calls for every protocol: the tools a request offers, what the model is told and allowed to
-write, and its answer read back as text or as a call.
+"""Tool calls for every protocol: the tools offered, what the model is told and may write, its answer.
+
+The answer is read back as text or as a call.
 
 Llama 3 8B Instruct has no tool tokens. As in Llama 3.1's JSON tool calling, the tools are described in
 a system message, and the model answers with one JSON object: `{"name": <tool>, "parameters": {...}}`
