@@ -1,5 +1,4 @@
-"""`make bench-cpu`: the embedded default on a CPU, side by side with the settings it replaced and
-with llama.cpp on the very same SmolLM2 weights.
+"""`make bench-cpu`: the embedded default on a CPU, against the settings it replaced and llama.cpp.
 
 Three servers on loopback, driven by `wai loadtest` through their OpenAI chat endpoints, interleaved
 round by round with the same prompts, at 1 and 8 streams:

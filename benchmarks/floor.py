@@ -1,5 +1,4 @@
-"""The floor of `make bench-frontend`: what a front end built on vLLM's AsyncLLM and uvicorn costs per
-streamed token when it does nothing else.
+"""The floor of `make bench-frontend`: the least a front end on vLLM's AsyncLLM and uvicorn costs.
 
 A bare ASGI app (no framework, no validation, no chat template: the messages' text is tokenized as is)
 on wai's own engine arguments for the model, served by uvicorn as wai is (uvloop, httptools).

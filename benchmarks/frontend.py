@@ -1,5 +1,7 @@
-"""`make bench-frontend`: the serving layer's own ceiling, wai against `vllm serve`, on an engine so
-fast (benchmarks/tiny_model.py: one layer, hidden size 64) that the API front ends are the limit.
+"""`make bench-frontend`: the serving layer's own ceiling, wai against `vllm serve`.
+
+It runs on an engine so fast (benchmarks/tiny_model.py: one layer, hidden size 64) that the API front
+ends are the limit.
 
 Serves the tiny model with `wai serve` and with vLLM's OpenAI server on the same engine arguments,
 drives vllm-serve (OpenAI chat), wai-openai (OpenAI chat) and wai-run (Workers AI run endpoint,

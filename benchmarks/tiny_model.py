@@ -1,5 +1,4 @@
-"""A tiny random-weight Llama on the default model's tokenizer: an engine so fast that what is left
-to measure is the serving layer.
+"""A tiny random-weight Llama on the default model's tokenizer: an engine too fast to be the limit.
 
 One layer, hidden size 64: the engine's step costs next to nothing, so the API front ends (and the
 load generator) become the limit. Built at bench time from a fixed seed (the same bytes every time),

@@ -1,5 +1,7 @@
-"""report.html: one file with the run's tables and plots, readable offline (no script, font or link to
-fetch). The plots are matplotlib figures saved as SVG (text drawn as paths) and written inline.
+"""report.html: one file with the run's tables and plots, readable offline.
+
+It needs no script, font or link to fetch. The plots are matplotlib figures saved as SVG (text drawn
+as paths) and written inline.
 
 Plots against the load level: output and request throughput (the knee marked, after a sweep), time to
 first token and inter-token latency p50 and p99, and, where the target's /metrics was read, the

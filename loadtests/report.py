@@ -1,5 +1,7 @@
-"""Reports of a run: report.json (summaries and every request), report.md (tables), PNG plots, and
-report.html (tables and SVG plots in one file, loadtests/html_report.py)."""
+"""Reports of a run: report.json, report.md, PNG plots, and report.html.
+
+report.json holds the summaries and every request, report.md the tables, report.html the tables and SVG
+plots in one file (loadtests/html_report.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The CPU engine's environment, computed from the machine wai runs on (docs/benchmarks.md, "The
-embedded default on a CPU").
+"""The CPU engine's environment, computed from the machine wai runs on.
+
+The measurements behind it: docs/benchmarks.md, "The embedded default on a CPU".
 
 vLLM's CPU engine reads its thread binding and its preloaded libraries from the environment of the
 processes it spawns (engine core, worker), so wai sets them in its own environment before the first

@@ -1,6 +1,7 @@
-"""What the serving layer hands the engine and gets back: plain data, errors and the engine
-interface, with no vLLM types. engine/vllm_engine.py implements the interface on vLLM; the fast
-tests implement it with scripted deltas (tests/fakes.py)."""
+"""The engine interface: what the serving layer hands the engine and gets back, as plain data.
+
+Plain data and errors, with no vLLM types. engine/vllm_engine.py implements the interface on vLLM; the
+fast tests implement it with scripted deltas (tests/fakes.py)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Fixes to vLLM that run inside its own processes (engine core, workers), where wai's code does not
-otherwise reach. vLLM loads this module as a general plugin (the `vllm.general_plugins` entry point in
-pyproject.toml) in every process it starts. Each fix first checks that the installed vLLM still has
-the bug, and changes nothing where it does not.
+"""Fixes to vLLM that run inside its own processes (engine core, workers).
+
+wai's code does not otherwise reach there. vLLM loads this module as a general plugin (the
+`vllm.general_plugins` entry point in pyproject.toml) in every process it starts. Each fix first checks
+that the installed vLLM still has the bug, and changes nothing where it does not.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""OpenAI's answers: chat completions and completions, whole and as chunks; usage, logprobs, errors,
-embeddings and the model list (the requests: openai.py)."""
+"""OpenAI's answers: chat completions and completions, whole and as chunks.
+
+Also OpenAI's usage, logprobs, errors, embeddings and model list; the requests are openai.py's.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""Tools on the wire, for every protocol: the tools a request offers, its tool_choice and the past
-calls in its messages read into the request vocabulary (serving/requests.py), and the calls the
-model makes written back, whole and streamed.
+"""Tools on the wire for every protocol: read into typed requests, and the model's calls written.
+
+The tools a request offers, its tool_choice and the past calls in its messages are read into the
+request vocabulary (serving/requests.py); the calls the model makes are written back, whole and
+streamed.
 
 Each tool rule is written once, here: the Workers AI forms (prompt or messages, a tool flat or
 wrapped as `{"type": "function", "function": ...}`) and OpenAI's pydantic tools all reach
