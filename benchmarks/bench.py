@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from server.config import load_settings
     from server.engine.cpu_env import cpu_engine_env
-    from server.engine.vllm_engine import serve_flags
+    from server.engine.engine_args import serve_flags
     from server.prepare import resolve_checkpoint
 
     settings = load_settings(args.config)

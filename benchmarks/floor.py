@@ -85,7 +85,7 @@ def start_engine(config_path: str) -> Any:
     from vllm.v1.engine.async_llm import AsyncLLM
 
     from server.config import load_settings
-    from server.engine.vllm_engine import engine_args
+    from server.engine.engine_args import engine_args
     from server.prepare import resolve_checkpoint
 
     settings = load_settings(config_path)

@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.tiny_model import build, tokenizer_dir
     from server.config import load_settings
     from server.engine.cpu_env import cpu_engine_env
-    from server.engine.vllm_engine import serve_flags
+    from server.engine.engine_args import serve_flags
 
     api_flags: list[str] = []
     if args.api_processes > 1:

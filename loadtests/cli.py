@@ -382,7 +382,8 @@ def run(args: argparse.Namespace) -> int:
     sampling = Sampling(temperature=args.temperature, seed=None, ignore_eos=args.ignore_eos)
     out = args.out or Path("loadtest-results") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     if args.soak:
-        return soak.run(args, targets, plan, prompt_set, sampling, slo, out, options_record(args))
+        source = metrics_sources(args, targets)[targets[0].label]
+        return soak.run(args, targets, plan, prompt_set, sampling, slo, out, options_record(args), source)
     if args.sweep:
         return run_sweep(args, targets, plan, prompt_set, sampling, slo, out)
 

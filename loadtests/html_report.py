@@ -16,7 +16,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from loadtests.report import _fmt, _level, _level_axis
+from loadtests.display import level_axis, level_label, number
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; }
@@ -87,10 +87,10 @@ def _knee_table(sweep: dict[str, Any]) -> str:
     for label, knee in sweep["knees"].items():
         figures = (
             [
-                _level(knee["concurrency"]),
-                _fmt(knee["output_throughput"]),
-                _fmt(knee["request_throughput"], 2),
-                *(_fmt(knee[m][p]) for m in ("ttft_ms", "itl_ms") for p in ("p50", "p99")),
+                level_label(knee["concurrency"]),
+                number(knee["output_throughput"]),
+                number(knee["request_throughput"], 2),
+                *(number(knee[m][p]) for m in ("ttft_ms", "itl_ms") for p in ("p50", "p99")),
             ]
             if knee["found"]
             else ["none", *["-"] * 6]
@@ -118,19 +118,19 @@ def _levels_table(report: dict[str, Any]) -> str:
     rows = []
     for level in report["levels"]:
         for label, s in level["summaries"].items():
-            row = [_level(level["level"]), label, str(s["completed"]), str(s["failed"])]
-            row += [_fmt(s["output_throughput"]), _fmt(s["request_throughput"], 2)]
-            row += [_fmt(s[f"{m}_ms"][p]) for m in ("ttft", "itl") for p in ("p50", "p99")]
+            row = [level_label(level["level"]), label, str(s["completed"]), str(s["failed"])]
+            row += [number(s["output_throughput"]), number(s["request_throughput"], 2)]
+            row += [number(s[f"{m}_ms"][p]) for m in ("ttft", "itl") for p in ("p50", "p99")]
             if engine:
                 e = level.get("engine", {}).get(label)
                 if e is None:
                     row += ["-"] * 4
                 else:
                     row += [
-                        f"{_fmt(e[n]['mean'])} / {_fmt(e[n]['max'])}"
+                        f"{number(e[n]['mean'])} / {number(e[n]['max'])}"
                         for n in ("running", "waiting", "kv_cache_usage_pct")
                     ]
-                    row.append(_fmt(e["preemptions"], 0))
+                    row.append(number(e["preemptions"], 0))
             rows.append(row)
     return _html_table(header, rows, text_columns=(1,))
 
@@ -168,7 +168,7 @@ def figures(report: dict[str, Any]) -> list[tuple[str, str]]:
             left.axvline(knee["concurrency"], color=color, linestyle=":", alpha=0.7)
             left.plot([knee["concurrency"]], [knee["output_throughput"]], marker="*", markersize=15, color=color)
             left.annotate(
-                f"knee {label}: {_level(knee['concurrency'])} streams",
+                f"knee {label}: {level_label(knee['concurrency'])} streams",
                 (knee["concurrency"], knee["output_throughput"]),
                 textcoords="offset points",
                 xytext=(6, -14),
@@ -180,7 +180,7 @@ def figures(report: dict[str, Any]) -> list[tuple[str, str]]:
     right.set_ylabel("requests / s")
     right.set_title("request throughput")
     for ax in (left, right):
-        _level_axis(ax, levels, name)
+        level_axis(ax, levels, name)
     left.legend(fontsize="small")
     caption = "Throughput against the load level"
     made.append((_svg(fig, 0), caption + (" (star: the knee)." if knees else ".")))
@@ -204,7 +204,7 @@ def figures(report: dict[str, Any]) -> list[tuple[str, str]]:
     itl.set_ylabel("inter-token latency (ms)")
     itl.set_title("inter-token latency")
     for ax in (ttft, itl):
-        _level_axis(ax, levels, name)
+        level_axis(ax, levels, name)
         ax.legend(fontsize="small")
     made.append((_svg(fig, 1), "Latency against the load level: p50 (solid) and p99 (dashed)."))
 
@@ -258,7 +258,7 @@ def _engine_figure(report: dict[str, Any], labels: list[str], levels: list[float
     axes[3].set_ylabel("preemptions per level")
     axes[3].set_title("preemptions")
     for ax in axes:
-        _level_axis(ax, levels, name)
+        level_axis(ax, levels, name)
     axes[0].legend(fontsize="small")
     return fig
 

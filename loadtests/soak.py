@@ -35,8 +35,10 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtests import report
 from loadtests.client import RequestRecord
 from loadtests.engine_metrics import RUNNING, WAITING, metrics_url
+from loadtests.progress import Progress
 from loadtests.prompts import Prompt
 from loadtests.protocols import Sampling, Target
 from loadtests.runner import LevelResult, LoadPlan, run_load
@@ -249,6 +251,14 @@ async def wait_drained(url: str, headers: dict[str, str], timeout_s: float) -> D
 # ---------------------------------------------------------------- a server of its own (--serve)
 
 
+def substitute_port(args: argparse.Namespace) -> None:
+    """With --serve, `{port}` in the command and in --url becomes one free loopback port."""
+    if args.serve and "{port}" in args.serve + "".join(args.url):
+        port = str(free_port())
+        args.serve = args.serve.replace("{port}", port)
+        args.url = [u.replace("{port}", port) for u in args.url]
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -303,33 +313,30 @@ def run(
     slo: SLO | None,
     out: Path,
     options: dict[str, Any],
+    metrics_source: tuple[str, dict[str, str]],
 ) -> int:
-    """The soak from parsed options to reports and an exit status: 0 when every verdict passed."""
+    """The soak from parsed options to reports and an exit status: 0 when every verdict passed.
+    `metrics_source`: the target's /metrics URL and the headers to read it with."""
     if args.serve:
         ready = metrics_url(targets[0].url).removesuffix("/metrics") + "/readyz"
         try:
             with running(
                 "the server", shlex.split(args.serve), ready, out / "server.log", args.serve_timeout
             ) as process:
-                return _run(args, targets, plan, prompts, sampling, slo, out, options, process.pid)
+                return _run(args, targets, plan, prompts, sampling, slo, out, options, metrics_source, process.pid)
         except RuntimeError as exc:
             print(f"wai loadtest --soak: {exc}", file=sys.stderr)
             return 1
-    return _run(args, targets, plan, prompts, sampling, slo, out, options, args.pid)
+    return _run(args, targets, plan, prompts, sampling, slo, out, options, metrics_source, args.pid)
 
 
-def _run(args, targets, plan, prompts, sampling, slo, out, options, pid: int) -> int:
-    from loadtests import report
-    from loadtests.progress import Progress
-
+def _run(args, targets, plan, prompts, sampling, slo, out, options, metrics_source, pid: int) -> int:
     if tree_rss(pid) is None:
         print(f"wai loadtest --soak: no process with pid {pid}", file=sys.stderr)
         return 2
     target = targets[0]
     warmup = args.rss_warmup if args.rss_warmup is not None else default_rss_warmup(plan.duration_s)
-    from loadtests.cli import metrics_sources
-
-    metrics, headers = metrics_sources(args, targets)[target.label]
+    metrics, headers = metrics_source
     with Progress(targets, plan, enabled=not args.no_progress) as progress:
         result = asyncio.run(
             soak(
@@ -364,11 +371,3 @@ def _run(args, targets, plan, prompts, sampling, slo, out, options, pid: int) ->
         print(f"soak {v.name}: {'PASS' if v.passed else 'FAIL'}: {v.detail}")
     print(f"reports: {', '.join(str(f) for f in files)}")
     return 0 if built["soak"]["passed"] else 1
-
-
-def substitute_port(args: argparse.Namespace) -> None:
-    """With --serve, `{port}` in the command and in --url becomes one free loopback port."""
-    if args.serve and "{port}" in args.serve + "".join(args.url):
-        port = str(free_port())
-        args.serve = args.serve.replace("{port}", port)
-        args.url = [u.replace("{port}", port) for u in args.url]

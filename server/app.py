@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -19,7 +18,7 @@ from server.api.middleware import RecordRequests
 from server.auth import KeyRing
 from server.batch.jobs import BatchJobs
 from server.config import ModelConfig, Settings
-from server.engine.types import EmbeddingEngine, Engines, TextEngine
+from server.engine.types import EmbeddingEngine, EngineClientSockets, Engines, TextEngine
 from server.lifecycle import Lifecycle
 from server.prepare import resolve_checkpoint
 from server.serving.embeddings import EmbeddingService
@@ -28,20 +27,17 @@ from server.serving.lora_checks import BaseModelShapes, BaseModelUnreadable, rea
 from server.serving.registry import ModelRegistry, Service
 from server.serving.text import TextService
 
-if TYPE_CHECKING:
-    from server.engine.shared_engine import EngineClientPlace
-
 log = logging.getLogger("wai")
 
 
 @dataclass(frozen=True)
 class FrontEnd:
     """This process as one of several front ends sharing the engines (`wai serve --api-processes`,
-    server/frontends.py): its index, and its place on each model's engine, by model name."""
+    server/frontends.py): its index, and its sockets to each model's engine, by model name."""
 
     index: int
     count: int
-    engines: dict[str, EngineClientPlace] = field(default_factory=dict)
+    engines: dict[str, EngineClientSockets] = field(default_factory=dict)
 
     @property
     def runs_batch_items(self) -> bool:

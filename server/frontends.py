@@ -61,7 +61,7 @@ class Stopped(Exception):
     """A signal arrived while the engines were starting."""
 
 
-# A front end's main: (settings as fields, its HTTP socket, its place) -> never returns.
+# A front end's main: (settings as fields, its HTTP socket, its engines' sockets) -> never returns.
 FrontEndMain = Callable[[dict[str, Any], socket.socket, FrontEnd], None]
 
 
@@ -146,10 +146,10 @@ class Supervisor:
             context = multiprocessing.get_context("spawn")
             fields = self.settings.model_dump()
             for index in range(self.count):
-                places = {engine.model.name: engine.place(index) for engine in self.engines}
+                client_sockets = {engine.model.name: engine.client_sockets(index) for engine in self.engines}
                 process = context.Process(
                     target=self.front_end_main,
-                    args=(fields, sockets[index], FrontEnd(index, self.count, places)),
+                    args=(fields, sockets[index], FrontEnd(index, self.count, client_sockets)),
                     name=f"wai-front-end-{index}",
                 )
                 process.start()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -22,23 +21,14 @@ from vllm.v1.engine.utils import CoreEngineProcManager, bind_engine_zmq_listener
 from vllm.v1.executor import Executor
 
 from server.config import ModelConfig
-from server.engine.vllm_engine import engine_arg_values
+from server.engine.engine_args import engine_arg_values
+from server.engine.types import EngineClientSockets
 
 log = logging.getLogger("wai.engine")
 
 # The usage context `AsyncLLM.from_engine_args` uses, so that an engine shared by N front ends gets
 # exactly the configuration (batch sizes, say) that a single-process server's engine gets.
 USAGE = UsageContext.ENGINE_CONTEXT
-
-
-@dataclass(frozen=True)
-class EngineClientPlace:
-    """What one front end needs to reach a shared engine core: its own pair of listening sockets
-    (passed to the process, which adopts them) and its place among the engine's clients."""
-
-    addresses: dict[str, Any]
-    index: int
-    count: int
 
 
 def shared_engine_config(model: ModelConfig, checkpoint: str, count: int, index: int) -> tuple[VllmConfig, bool]:
@@ -61,14 +51,14 @@ class SharedEngine:
         self._listeners = bind_engine_zmq_listeners(self._config, front_ends)
         self._cores: CoreEngineProcManager | None = None
 
-    def place(self, index: int) -> EngineClientPlace:
+    def client_sockets(self, index: int) -> EngineClientSockets:
         addresses = {
             "input_address": self._listeners.inputs[index].address,
             "output_address": self._listeners.outputs[index].address,
             "input_listener": self._listeners.inputs[index].socket,
             "output_listener": self._listeners.outputs[index].socket,
         }
-        return EngineClientPlace(addresses, index, self.front_ends)
+        return EngineClientSockets(addresses, index, self.front_ends)
 
     def handed_over(self) -> None:
         """The front ends hold their copies of the listeners: the supervisor's are closed (their
@@ -94,15 +84,15 @@ class SharedEngine:
         self._listeners.cleanup()
 
 
-def connect(model: ModelConfig, checkpoint: str, place: EngineClientPlace) -> AsyncLLM:
+def connect(model: ModelConfig, checkpoint: str, sockets: EngineClientSockets) -> AsyncLLM:
     """A front end's client of the shared engine core (blocks until the core is ready)."""
-    config, log_stats = shared_engine_config(model, checkpoint, place.count, place.index)
+    config, log_stats = shared_engine_config(model, checkpoint, sockets.count, sockets.index)
     return AsyncLLM.from_vllm_config(
         config,
         usage_context=USAGE,
         enable_log_requests=False,
         disable_log_stats=not log_stats,
-        client_addresses=dict(place.addresses),
-        client_count=place.count,
-        client_index=place.index,
+        client_addresses=dict(sockets.addresses),
+        client_count=sockets.count,
+        client_index=sockets.index,
     )

@@ -8,10 +8,9 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from server.config import ModelConfig
+from server.config import ModelConfig
 
 T = TypeVar("T")
 
@@ -33,6 +32,17 @@ class EngineRejected(Exception):
 
 class AdapterLoadFailed(Exception):
     """The engine could not load a LoRA adapter; the message says why."""
+
+
+@dataclass(frozen=True)
+class EngineClientSockets:
+    """What one front end needs to reach a shared engine core (engine/shared_engine.py): its own pair
+    of listening sockets (passed to the process, which adopts them), and which of the engine's `count`
+    clients it is."""
+
+    addresses: dict[str, Any]
+    index: int
+    count: int
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,10 @@ import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from vllm import PoolingParams, SamplingParams, TokensPrompt
 from vllm import envs as vllm_envs
-from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.exceptions import VLLMClientError
 from vllm.lora.request import LoRARequest
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
@@ -27,10 +26,13 @@ from vllm.v1.engine.exceptions import EngineDeadError
 from vllm.v1.metrics.stats import RequestStateStats
 
 from server.config import ModelConfig
-from server.engine.cpu_env import apply_cpu_engine_env, engine_dtype
+from server.engine.cpu_env import apply_cpu_engine_env
+from server.engine.engine_args import engine_args
+from server.engine.shared_engine import connect
 from server.engine.types import (
     Adapter,
     AdapterLoadFailed,
+    EngineClientSockets,
     EngineRejected,
     EngineState,
     EngineUnavailable,
@@ -38,75 +40,9 @@ from server.engine.types import (
     TextDelta,
 )
 
-if TYPE_CHECKING:
-    from server.engine.shared_engine import EngineClientPlace
-
 log = logging.getLogger("wai.engine")
 
 T = TypeVar("T")
-
-
-def engine_arg_values(model: ModelConfig, checkpoint: str) -> dict[str, Any]:
-    """The engine arguments of a model, as AsyncEngineArgs fields."""
-    cfg = model.engine
-    args: dict[str, Any] = {
-        "runner": "pooling" if model.task == "text-embeddings" else "generate",
-        "model": checkpoint,
-        "served_model_name": [model.name],
-        "dtype": engine_dtype(cfg.dtype),
-        "max_model_len": cfg.max_model_len,
-        "max_num_seqs": cfg.max_num_seqs,
-        "enforce_eager": cfg.enforce_eager,
-        "tensor_parallel_size": cfg.tensor_parallel_size,
-        # Keeps vLLM's own Prometheus metrics up to date. Only for text models: vLLM's Prometheus
-        # logger clears every vllm:* series when it starts, so a second engine in the process would
-        # wipe the text engine's.
-        "disable_log_stats": model.task == "text-embeddings",
-        "enable_log_requests": False,
-        # Interactive requests go ahead of background ones waiting for the engine (serving/sampling.py).
-        "scheduling_policy": "priority",
-    }
-    if cfg.kv_cache_gib is not None:
-        args["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * 2**30)
-    if cfg.gpu_memory_utilization is not None:
-        args["gpu_memory_utilization"] = cfg.gpu_memory_utilization
-    if cfg.enable_prefix_caching is not None:
-        args["enable_prefix_caching"] = cfg.enable_prefix_caching
-    if model.lora.enabled:
-        # vLLM loads an adapter on its first request (requests for it wait in the queue meanwhile),
-        # keeps max_cpu_loras of them and evicts the least recently used beyond that.
-        args.update(
-            enable_lora=True,
-            max_lora_rank=model.lora.max_rank,
-            max_loras=model.lora.max_loras,
-            max_cpu_loras=model.lora.max_cpu_loras,
-        )
-    args.update(cfg.extra)
-    return args
-
-
-def engine_args(model: ModelConfig, checkpoint: str) -> AsyncEngineArgs:
-    return AsyncEngineArgs(**engine_arg_values(model, checkpoint))
-
-
-def serve_flags(model: ModelConfig, checkpoint: str) -> list[str]:
-    """The same engine arguments as flags of vLLM's own OpenAI server, so that a benchmark runs both
-    servers on exactly the same engine. Arguments equal to vLLM's defaults are left out."""
-    defaults = {f.name: f.default for f in dataclasses.fields(AsyncEngineArgs)}
-    flags = []
-    for name, value in engine_arg_values(model, checkpoint).items():
-        if value == defaults.get(name):
-            continue
-        flag = "--" + name.replace("_", "-")
-        if value is True:
-            flags.append(flag)
-        elif value is False:
-            flags.append("--no-" + name.replace("_", "-"))
-        elif isinstance(value, list | tuple):
-            flags += [flag, *map(str, value)]
-        else:
-            flags += [flag, str(value)]
-    return flags
 
 
 # How many requests' outputs vLLM's front end hands over before letting the streams run (its
@@ -156,9 +92,7 @@ def queue_seconds(stats: RequestStateStats | None) -> float | None:
     return max(stats.scheduled_ts - stats.queued_ts, 0.0)
 
 
-def lora_request(adapter: Adapter | None) -> LoRARequest | None:
-    if adapter is None:
-        return None
+def lora_request(adapter: Adapter) -> LoRARequest:
     return LoRARequest(lora_name=adapter.key, lora_int_id=adapter.engine_id, lora_path=adapter.path)
 
 
@@ -175,9 +109,9 @@ class VllmEngine:
         model: ModelConfig,
         checkpoint: str,
         chat_template: str | None = None,
-        shared: EngineClientPlace | None = None,
+        shared: EngineClientSockets | None = None,
     ):
-        """`shared`: this front end's place on an engine core the supervisor runs for several front
+        """`shared`: this front end's sockets to an engine core the supervisor runs for several front
         ends (server/engine/shared_engine.py); None: the engine is this process's own."""
         self.model = model
         self.checkpoint = checkpoint
@@ -215,8 +149,6 @@ class VllmEngine:
     def _build(self) -> AsyncLLM:
         if self.shared is None:
             return AsyncLLM.from_engine_args(engine_args(self.model, self.checkpoint))
-        from server.engine.shared_engine import connect  # it builds on this module's engine arguments
-
         return connect(self.model, self.checkpoint, self.shared)
 
     @property
@@ -230,9 +162,6 @@ class VllmEngine:
             self.state = EngineState.DEAD
             log.error("engine for %s has died", self.model.name)
         return self.state is EngineState.READY
-
-    def unfinished_requests(self) -> int:
-        return self._llm.get_num_unfinished_requests() if self._llm is not None else 0
 
     async def abort(self, request_id: str) -> None:
         if self._llm is not None and not self._llm.errored:
@@ -283,7 +212,7 @@ class VllmTextEngine(VllmEngine):
         model: ModelConfig,
         checkpoint: str,
         chat_template: str | None = None,
-        shared: EngineClientPlace | None = None,
+        shared: EngineClientSockets | None = None,
     ):
         super().__init__(model, checkpoint, chat_template, shared)
         # Engine ids of adapters that loaded once: vLLM may evict and reload them from disk later.
@@ -304,7 +233,7 @@ class VllmTextEngine(VllmEngine):
                 sampling_params(params),
                 request_id,
                 priority=params.priority,
-                lora_request=lora_request(adapter),
+                lora_request=lora_request(adapter) if adapter is not None else None,
             )
             async for output in stream:
                 progress.finished = output.finished
@@ -332,9 +261,7 @@ class VllmTextEngine(VllmEngine):
             if adapter.engine_id in self._adapters_loaded:
                 return
             try:
-                await self._llm.add_lora(
-                    LoRARequest(lora_name=adapter.key, lora_int_id=adapter.engine_id, lora_path=adapter.path)
-                )
+                await self._llm.add_lora(lora_request(adapter))
             except EngineDeadError as exc:
                 self.is_ready()
                 raise EngineUnavailable(self.model.name) from exc

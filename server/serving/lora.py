@@ -127,7 +127,7 @@ class AdapterStore:
                 f"'/name' must match {NAME_PATTERN.pattern} (letters, digits, '.', '-', '_')", param="name"
             )
         with self._locked():
-            if self._find(name) is not None:
+            if self.find(name) is not None:
                 raise errors.finetune_name_taken(name)
             stamp = now()
             finetune = Finetune(
@@ -151,7 +151,7 @@ class AdapterStore:
         return sorted(finetunes, key=lambda f: (f.created_at, f.name))
 
     def get(self, id_or_name: str) -> Finetune:
-        finetune = self._find(id_or_name)
+        finetune = self.find(id_or_name)
         if finetune is None:
             raise errors.finetune_not_found(id_or_name)
         return finetune
@@ -221,7 +221,7 @@ class AdapterStore:
     def adapter_for(self, model: str, lora: str) -> Adapter:
         """The adapter a request's `lora` (a fine-tune's name or id) means on `model`."""
         lora_model = self.lora_model(model)
-        finetune = self._find(lora)
+        finetune = self.find(lora)
         if finetune is None or finetune.model != lora_model.config.name:
             raise errors.unknown_adapter(lora, model)
         folder = self._folder(finetune.id)
@@ -229,10 +229,6 @@ class AdapterStore:
             raise errors.finetune_missing_files()
         engine_id = finetune.engine_id if finetune.engine_id is not None else self._number(finetune)
         return Adapter(key=f"{finetune.id}@{engine_id}", engine_id=engine_id, path=str(folder), name=finetune.name)
-
-    def find_by_name(self, name: str) -> Finetune | None:
-        """A fine-tune called `name` (or with that id), whatever its state; None if there is none."""
-        return self._find(name)
 
     # --- disk -----------------------------------------------------------------------------
 
@@ -260,9 +256,10 @@ class AdapterStore:
         self._ids_by_name = {finetune.name: finetune.id for finetune in finetunes}
         return finetunes
 
-    def _find(self, id_or_name: str) -> Finetune | None:
-        """By id, or by name through the id last seen for it; the whole folder is read again only
-        when that misses (the name is new, or went to another fine-tune in another process)."""
+    def find(self, id_or_name: str) -> Finetune | None:
+        """A fine-tune with that id or name, whatever its state; None if there is none. By id, or by
+        name through the id last seen for it; the whole folder is read again only when that misses
+        (the name is new, or went to another fine-tune in another process)."""
         if ID_PATTERN.match(id_or_name) and (found := self._read(id_or_name)) is not None:
             return found
         known = self._ids_by_name.get(id_or_name)

@@ -47,7 +47,7 @@ class ModelRegistry:
         or a fine-tune's name or id, which means its base model with that adapter."""
         if name in self._by_name:
             return self.route(name, task)
-        finetune = self.adapters.find_by_name(name)
+        finetune = self.adapters.find(name)
         if finetune is None:
             raise errors.unknown_model(name)
         return replace(self.route(finetune.model, task), finetune=name)

@@ -5,7 +5,7 @@ from vllm.entrypoints.launchers.cli_args import make_arg_parser
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 
 from server.config import load_settings
-from server.engine.vllm_engine import engine_arg_values, serve_flags
+from server.engine.engine_args import engine_arg_values, serve_flags
 from tests.integration.server import DEFAULT_CONFIG
 
 

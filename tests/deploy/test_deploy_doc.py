@@ -1,7 +1,7 @@
 """docs/deploy.md and `wai plan` agree: the capacity table between the `wai-plan-table` marks is what
 `wai plan --json` prints for every GPU config in configs/ on each GPU the doc quotes, and every figure
 marked `<!-- plan CONFIG GPU KEY -->` in the prose equals the plan's. After changing a config or
-server/plan.py, regenerate the table:
+server/plan/, regenerate the table:
 
     .venv/bin/python -m tests.deploy.test_deploy_doc --write
 """
@@ -21,7 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "deploy.md"
-GPUS = ["H100", "H200"]  # the GPUs the doc quotes, each with its data sheet in server/plan.py
+GPUS = ["H100", "H200"]  # the GPUs the doc quotes, each with its data sheet in server/plan/data.py
 BEGIN = "<!-- wai-plan-table: generated from `wai plan --json`; python -m tests.deploy.test_deploy_doc --write -->"
 END = "<!-- /wai-plan-table -->"
 

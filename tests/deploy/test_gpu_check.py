@@ -4,7 +4,6 @@ preflight reading a GPU node's answers; the load test's verdict logic runs on a 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,10 +16,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
-spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-assert spec and spec.loader
-gpu_check = sys.modules["gpu_check"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gpu_check)
+sys.path.insert(0, str(SCRIPT.parent))  # as when the script runs: its modules import each other by name
+import gpu_check_steps  # noqa: E402
 
 
 def check(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
@@ -165,10 +162,10 @@ def sweep(wai_throughput: float, wai_failed: int = 0) -> dict[str, Any]:
 
 
 def test_load_test_verdict() -> None:
-    levels, problems = gpu_check.loadtest_figures(sweep(980.0))
+    levels, problems = gpu_check_steps.loadtest_figures(sweep(980.0))
     assert problems == []
     assert levels[0]["targets"]["wai-run"]["throughput_over_first"] == pytest.approx(0.98)
-    _, problems = gpu_check.loadtest_figures(sweep(700.0))
+    _, problems = gpu_check_steps.loadtest_figures(sweep(700.0))
     assert problems and "0.7" in problems[0]
-    _, problems = gpu_check.loadtest_figures(sweep(1000.0, wai_failed=2))
+    _, problems = gpu_check_steps.loadtest_figures(sweep(1000.0, wai_failed=2))
     assert problems and "2 failed" in problems[0]

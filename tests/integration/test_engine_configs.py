@@ -28,7 +28,7 @@ from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.utils.argparse_utils import FlexibleArgumentParser
 
 from server.config import ModelConfig, Settings, load_settings
-from server.engine.vllm_engine import engine_arg_values, engine_args, serve_flags
+from server.engine.engine_args import engine_arg_values, engine_args, serve_flags
 from server.plan import KNOWN_MODELS
 from server.prepare import prepare, resolve_checkpoint
 

@@ -149,7 +149,7 @@ def test_auto_dtype_on_a_gpu_install_is_vllms(machine):
 
 def test_the_engine_arguments_carry_the_resolved_dtype(machine):
     from server.config import load_settings
-    from server.engine.vllm_engine import engine_arg_values, serve_flags
+    from server.engine.engine_args import engine_arg_values, serve_flags
 
     machine(AVX2_ONLY)
     model = load_settings("configs/default.yaml").models[0]
