@@ -256,6 +256,11 @@ def cached_slim_vllm_wheel(source: Path, cache_dir: Path) -> Path:
     return dest
 
 
+def slim_engine_wheel(cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """The slim vLLM wheel alone: what checks of wai against vLLM 0.26's Python modules install."""
+    return cached_slim_vllm_wheel(locked_wheels(read_lock(), cache_dir)[ENGINE], cache_dir)
+
+
 def build_wai_wheel(dest_dir: Path) -> Path:
     """wai's own wheel (`pip wheel --no-deps`), built from a copy of the sources its packages name.
 
@@ -418,8 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "dist" / "gpu-bundle", help="folder for the parts")
     parser.add_argument("--part-size", type=parse_size, default=DEFAULT_PART_SIZE, help="largest part (60MiB)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="downloads and the slim wheel")
+    parser.add_argument("--engine-wheel", action="store_true", help="only print the slim vLLM wheel's path")
     args = parser.parse_args(argv)
     try:
+        if args.engine_wheel:
+            print(slim_engine_wheel(args.cache_dir))
+            return 0
         manifest = build_bundle(args.out.resolve(), args.part_size, args.cache_dir)
     except (BundleError, subprocess.CalledProcessError) as e:
         print(f"gpu_bundle: {e}", file=sys.stderr)

@@ -9,6 +9,8 @@
 #   --bundle DIR   the folder holding the parts and wai-gpu-bundle.manifest.json (default: this script's)
 #   --target DIR   the install folder (default: DIR/install); replaced on a rerun
 #   PYTHON=...     the interpreter to install for and with (default: python3)
+#   PIP_PYTHON_VERSION, PIP_PLATFORM, PIP_ONLY_BINARY=:all:   pip's own variables, to install for another
+#                  Python than PYTHON's (the tests do, on a 3.11 machine); the script checks the same version
 #
 # The install uses `python3 -m pip install --no-index --no-deps --target` when pip is there; without pip it
 # unpacks each wheel with the standard library's zipfile (the same files, but no console scripts: run
@@ -35,7 +37,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --bundle) [ $# -ge 2 ] || fail "--bundle needs a folder"; BUNDLE_DIR=$2; shift 2 ;;
         --target) [ $# -ge 2 ] || fail "--target needs a folder"; TARGET=$2; shift 2 ;;
-        -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
         *) fail "unknown argument: $1 (see --help)" ;;
     esac
 done
@@ -48,6 +50,7 @@ STAGE=$TARGET.installing
 WORK=$TARGET.unpacking
 trap 'rm -rf -- "$WORK" "$STAGE"' EXIT
 command -v "$PYTHON" >/dev/null 2>&1 || fail "no $PYTHON on this node (set PYTHON=/path/to/python3.12)"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 8))' || fail "$PYTHON is older than Python 3.8"
 
 # The checks, in Python's standard library: `bundle_tool COMMAND ARGS...`.
 bundle_tool() {

@@ -17,7 +17,7 @@ import zipfile
 from base64 import urlsafe_b64encode
 from pathlib import Path
 
-from tests.bundle.helpers import Bundle, Install, gpu_bundle, run_node_script
+from tests.bundle.helpers import ROOT, Bundle, Install, gpu_bundle, run_node_script
 
 MIB = 1024 * 1024
 
@@ -79,6 +79,22 @@ def test_the_slim_engine_wheel_keeps_a_true_record(bundle: Bundle, tmp_path: Pat
                 data = wheel.read(name)
                 digest = urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
                 assert rows[name] == [f"sha256={digest}", str(len(data))], name
+
+
+def test_the_engine_wheel_alone_is_the_bundles(bundle: Bundle) -> None:
+    """`gpu_bundle.py --engine-wheel`, for checks of wai against vLLM 0.26's modules, gives the bundle's wheel."""
+    (engine,) = [f for f in bundle.manifest["files"] if f["role"] == "engine"]
+    result = subprocess.run(
+        [sys.executable, "scripts/gpu_bundle.py", "--engine-wheel"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    wheel = Path(result.stdout.strip())
+    assert wheel.name == Path(engine["path"]).name
+    assert sha256_of(wheel) == engine["sha256"]
 
 
 def test_the_node_script_installs_wai_on_vllm_0_26(installed: Install, bundle: Bundle) -> None:
