@@ -1,5 +1,6 @@
 # wai: `make serve` installs, prepares the default model and serves; `make test` installs and tests;
 # `make test-fast` runs the tests that need no engine (seconds); `make lint` checks format, style and types;
+# `make test-vllm-0.26` checks the engine layer against vLLM 0.26.0 and 0.32, the range wai runs on;
 # `make bench` measures wai against `vllm serve` side by side (long; see docs/benchmarks.md);
 # `make bench-frontend` the serving layers' own ceiling against `vllm serve`, on a tiny fast model;
 # `make bench-cpu` the default's CPU settings against the old ones and llama.cpp;
@@ -18,7 +19,7 @@ INSTALLED_DEV := $(VENV)/.wai-installed-dev
 # Pure logic and the request pipeline on a fake engine: no model, no vLLM engine started.
 FAST_TESTS := tests/unit tests/pipeline
 
-.PHONY: serve test test-fast bench bench-frontend install install-dev test-tools prepare lint clean
+.PHONY: serve test test-fast test-vllm-0.26 bench bench-frontend install install-dev test-tools prepare lint clean
 
 # Re-install only when the dependencies or the install script change.
 $(INSTALLED): pyproject.toml scripts/install.sh
@@ -50,6 +51,11 @@ test: $(INSTALLED_DEV) test-tools
 
 test-fast: $(INSTALLED_DEV)
 	$(VENV)/bin/python -m pytest $(FAST_TESTS) $(PYTEST_ARGS)
+
+# wai's engine layer against both ends of the vLLM range it runs on: the installed 0.32 and vLLM 0.26.0's
+# Python modules (its wheel downloaded once into ~/.cache/wai). `make test` runs it too.
+test-vllm-0.26: $(INSTALLED_DEV)
+	$(VENV)/bin/python -m pytest tests/vllm_api $(PYTEST_ARGS)
 
 bench: $(INSTALLED_DEV)
 	$(WAI) prepare --config $(CONFIG)

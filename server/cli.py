@@ -84,6 +84,7 @@ def _load(args: argparse.Namespace, **overrides) -> Settings | None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from server.auth import UnsafeBind, check_bind
+    from server.engine.types import UnsupportedVllm
     from server.prepare import PrepareError
     from server.serving.lora_checks import BaseModelUnreadable
 
@@ -92,6 +93,9 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         check_bind(settings.host, settings.has_keys, args.insecure)
+        from server.engine import vllm_compat  # refuses a vLLM outside wai's range, before any process starts
+
+        log.info("vLLM %s", vllm_compat.VERSION)
         if settings.api_processes > 1:
             from server import frontends
 
@@ -99,7 +103,7 @@ def run_serve(args: argparse.Namespace) -> int:
         from server.app import create_app
 
         app = create_app(settings)
-    except (UnsafeBind, PrepareError, BaseModelUnreadable) as exc:
+    except (UnsafeBind, PrepareError, BaseModelUnreadable, UnsupportedVllm) as exc:
         print(f"wai: {exc}", file=sys.stderr)
         return 2
     return serve_app(app, settings)

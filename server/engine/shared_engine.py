@@ -3,7 +3,8 @@
 As vLLM's own API-server scale-out does it (`vllm serve --api-server-count`): the supervisor binds
 one pair of ZMQ listeners (requests in, outputs back) per front end, starts the engine core, which
 connects to every pair, and hands each front end its pair. A front end then builds an AsyncLLM
-client on that pair instead of starting an engine of its own (`connect`).
+client on that pair instead of starting an engine of its own (`connect`). On vLLM 0.26, which has
+no listeners to hand over, each front end binds its pair itself (engine/vllm_compat.py).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from vllm.config import VllmConfig
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.usage.usage_lib import UsageContext
 from vllm.v1.engine.async_llm import AsyncLLM
-from vllm.v1.engine.utils import CoreEngineProcManager, bind_engine_zmq_listeners, launch_core_engines
-from vllm.v1.executor import Executor
+from vllm.v1.engine.utils import CoreEngineProcManager
 
 from server.config import ModelConfig
 from server.engine.engine_args import engine_arg_values
 from server.engine.types import EngineClientSockets
+from server.engine.vllm_compat import front_end_sockets, launch_engine_core
 
 log = logging.getLogger("wai.engine")
 
@@ -48,31 +49,22 @@ class SharedEngine:
         self.front_ends = front_ends
         self._config, self._log_stats = shared_engine_config(model, checkpoint, front_ends, -1)
         # Bound now, before any process starts, so that the engine core and each front end find them.
-        self._listeners = bind_engine_zmq_listeners(self._config, front_ends)
+        self._sockets = front_end_sockets(self._config, front_ends)
         self._cores: CoreEngineProcManager | None = None
 
     def client_sockets(self, index: int) -> EngineClientSockets:
-        addresses = {
-            "input_address": self._listeners.inputs[index].address,
-            "output_address": self._listeners.outputs[index].address,
-            "input_listener": self._listeners.inputs[index].socket,
-            "output_listener": self._listeners.outputs[index].socket,
-        }
-        return EngineClientSockets(addresses, index, self.front_ends)
+        return EngineClientSockets(self._sockets.client_addresses(index), index, self.front_ends)
 
     def handed_over(self) -> None:
-        """The front ends hold their copies of the listeners: the supervisor's are closed (their
-        socket files stay until `stop`)."""
-        for listener in (*self._listeners.inputs, *self._listeners.outputs):
-            listener.close()
+        """The front ends hold their copies of the sockets: the supervisor's are closed (their socket
+        files stay until `stop`)."""
+        self._sockets.handed_over()
 
     def start(self, front_ends: Sequence[BaseProcess]) -> None:
-        """Start the engine core and wait until it is up; fails if a front end exits meanwhile."""
-        executor = Executor.get_class(self._config)
-        with launch_core_engines(self._config, executor, self._log_stats, self._listeners.addresses) as launch:
-            assert isinstance(launch.engine_manager, CoreEngineProcManager)
-            self._cores = launch.engine_manager
-            launch.watched_frontend_processes = front_ends
+        """Start the engine core and wait until it is up (on vLLM 0.32, failing if a front end exits
+        meanwhile)."""
+        with launch_engine_core(self._config, self._log_stats, self._sockets.addresses, front_ends) as cores:
+            self._cores = cores
         log.info("the engine of %s is up for %d front ends", self.model.name, self.front_ends)
 
     def sentinels(self) -> list[Any]:
@@ -81,7 +73,7 @@ class SharedEngine:
     def stop(self) -> None:
         if self._cores is not None:
             self._cores.shutdown()
-        self._listeners.cleanup()
+        self._sockets.cleanup()
 
 
 def connect(model: ModelConfig, checkpoint: str, sockets: EngineClientSockets) -> AsyncLLM:

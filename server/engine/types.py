@@ -30,6 +30,10 @@ class EngineRejected(Exception):
     """The engine refused the request as invalid (for example a JSON schema it cannot compile)."""
 
 
+class UnsupportedVllm(Exception):
+    """The installed vLLM is outside the releases wai runs on (engine/vllm_compat.py)."""
+
+
 class AdapterLoadFailed(Exception):
     """The engine could not load a LoRA adapter; the message says why."""
 

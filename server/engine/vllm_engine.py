@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 from vllm import PoolingParams, SamplingParams, TokensPrompt
 from vllm import envs as vllm_envs
-from vllm.exceptions import VLLMClientError
 from vllm.lora.request import LoRARequest
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
@@ -39,6 +38,7 @@ from server.engine.types import (
     GenerationParams,
     TextDelta,
 )
+from server.engine.vllm_compat import CLIENT_ERRORS
 
 log = logging.getLogger("wai.engine")
 
@@ -59,6 +59,9 @@ def hand_over_whole_steps() -> None:
     order. A stream that keeps up gets the same events as before. Not when the user chose a size."""
     os.environ.setdefault("VLLM_V1_OUTPUT_PROC_CHUNK_SIZE", str(WHOLE_STEP))
 
+
+# What vLLM raises for a request it refuses: its client errors, and the ValueErrors of its checks.
+REFUSALS: tuple[type[Exception], ...] = (*CLIENT_ERRORS, ValueError)
 
 # SamplingParams' own fields: a name outside them is a mapping bug, refused as such (not a 500).
 SAMPLING_FIELDS = frozenset(SamplingParams.__struct_fields__)
@@ -191,7 +194,7 @@ class VllmEngine:
         except EngineDeadError as exc:
             self.is_ready()
             raise EngineUnavailable(self.model.name) from exc
-        except (VLLMClientError, ValueError) as exc:
+        except REFUSALS as exc:
             raise EngineRejected(str(exc)) from exc
         finally:
             if not progress.finished:

@@ -197,6 +197,7 @@ def test_only_the_engine_imports_vllm():
         "server.engine.vllm_engine",
         "server.engine.shared_engine",
         "server.engine.vllm_fixes",
+        "server.engine.vllm_compat",
     }
     assert not {m for m in importers if m.startswith("loadtests")}
 
