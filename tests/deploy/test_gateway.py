@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtests.servers import free_port
+from tests.support.ports import free_port
 
 GATEWAY = Path(__file__).resolve().parents[2] / "deploy" / "gateway"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)

@@ -8,7 +8,8 @@ from transformers import AutoTokenizer
 
 from server.config import load_settings
 from server.prepare import resolve_checkpoint
-from tests.integration.server import DEFAULT_CONFIG, ROOT, RunningServer, start_server
+from tests.support.repo import DEFAULT_CONFIG, ROOT
+from tests.support.servers import RunningServer, start_server
 
 API_KEYS = ["test-key-one", "test-key-two"]
 BODY_LIMIT = 1_000_000

@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.integration.scrape import request_log
-from tests.integration.server import RunningServer, start_server, text_only_config
+from tests.support.servers import RunningServer, start_server, text_only_config
 
 ITEMS = 6
 COUNTING = {"messages": [{"role": "user", "content": "Count from 1 to 300, separated by commas."}], "max_tokens": 24}
@@ -60,7 +59,7 @@ def test_a_job_survives_a_stop_and_a_kill_and_each_item_completes_once(tmp_path)
     finally:
         first.stop()  # SIGTERM: the drain puts the running items back
     assert first.process.returncode == 0
-    logs += request_log(first)
+    logs += first.request_log()
     after_stop = items(db, job)
     assert "running" not in states(db, job)
     assert any(state == "queued" and attempts == 1 for state, attempts, _ in after_stop), after_stop
@@ -80,7 +79,7 @@ def test_a_job_survives_a_stop_and_a_kill_and_each_item_completes_once(tmp_path)
                 orphan.kill()
     finally:
         second.stop()
-    logs += request_log(second)
+    logs += second.request_log()
     assert states(db, job)["running"] >= 1
 
     third = start_server("batch-restart-3", config=config)
@@ -96,7 +95,7 @@ def test_a_job_survives_a_stop_and_a_kill_and_each_item_completes_once(tmp_path)
         assert httpx.post(third.run_url(), params={"queueRequest": "true"}, json=more, timeout=60).status_code == 200
         full = httpx.post(third.run_url(), params={"queueRequest": "true"}, json=more, timeout=60)
         assert full.status_code == 429 and full.json()["errors"][0]["code"] == 3046
-        logs += request_log(third)
+        logs += third.request_log()
     finally:
         third.stop()
 

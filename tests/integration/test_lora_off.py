@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.conftest import finetunes_url
-from tests.integration.server import STAND_IN, start_server, text_only_config
-from tests.integration.test_errors import error_of
+from tests.support.envelopes import workers_ai_error
+from tests.support.repo import STAND_IN
+from tests.support.servers import start_server, text_only_config
 
 NOT_SUPPORTED = f"The model {STAND_IN} does not support LoRa inference"
 
@@ -32,7 +33,7 @@ def client(lora_off_server):
 def test_lora_on_a_model_with_lora_off_is_405_5005(client, lora_off_server, stream):
     body = {"prompt": "Hi", "max_tokens": 2, "stream": stream, "lora": "meow"}
     response = client.post(lora_off_server.run_url(), json=body)
-    assert error_of(response, 405, 5005) == NOT_SUPPORTED
+    assert workers_ai_error(response, 405, 5005) == NOT_SUPPORTED
 
     del body["lora"]
     assert client.post(lora_off_server.run_url(), json=body).status_code == 200
@@ -40,10 +41,10 @@ def test_lora_on_a_model_with_lora_off_is_405_5005(client, lora_off_server, stre
 
 def test_the_messages_form_is_refused_the_same_way(client, lora_off_server):
     body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "lora": "an-id-or-name"}
-    assert error_of(client.post(lora_off_server.run_url(), json=body), 405, 5005) == NOT_SUPPORTED
+    assert workers_ai_error(client.post(lora_off_server.run_url(), json=body), 405, 5005) == NOT_SUPPORTED
 
 
 def test_no_fine_tune_can_be_created_for_it(client):
     response = client.post(finetunes_url(), json={"model": STAND_IN, "name": "meow", "description": ""})
-    assert error_of(response, 405, 5005) == NOT_SUPPORTED
+    assert workers_ai_error(response, 405, 5005) == NOT_SUPPORTED
     assert client.get(finetunes_url()).json()["result"] == []

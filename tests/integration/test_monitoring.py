@@ -19,8 +19,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.scrape import scrape, wait_for
-from tests.integration.server import REAL_MODEL, ROOT, free_port
+from tests.support.metrics import scrape
+from tests.support.ports import free_port
+from tests.support.repo import REAL_MODEL, ROOT
+from tests.support.waiting import wait_for
 
 DOCKER = ROOT / "docker"
 PROMETHEUS_CONFIG = DOCKER / "prometheus" / "prometheus.yml"

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from tests.integration.browser import chromium
 from tests.integration.conftest import API_KEYS
-from tests.integration.server import ARTIFACTS
+from tests.support.repo import ARTIFACTS
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,9 @@ import time
 import httpx
 import pytest
 
-from tests.integration.server import STAND_IN, start_server, text_only_config
-from tests.integration.sse import events, json_events
+from tests.support.repo import STAND_IN
+from tests.support.servers import start_server, text_only_config
+from tests.support.sse import events, json_events
 
 DRAIN_TIMEOUT_S = 20
 KEYS = [  # beside the plain key "small-key"

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from tests.integration.browser import chromium
 from tests.integration.conftest import API_KEYS
-from tests.integration.sse import events, json_events
+from tests.support.sse import events, json_events
 
 MODEL = "@cf/meta/llama-3-8b-instruct"
 WEATHER_PARAMETERS = {

@@ -18,7 +18,8 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.integration.server import ROOT, STAND_IN, free_port
+from tests.support.ports import free_port
+from tests.support.repo import ROOT, STAND_IN
 
 WORKERS = ROOT / "tests" / "workers"
 WORKERD = WORKERS / "node_modules" / ".bin" / "workerd"

@@ -1,4 +1,4 @@
-"""The pipeline tier: the real app over real HTTP, on fake engines (tests/fakes.py), without vLLM.
+"""The pipeline tier: the real app over real HTTP, on fake engines (tests/support/fakes.py), without vLLM.
 
 One server for the whole tier; every test starts from fresh engines (default script, no delay,
 no failure, ready, nothing recorded). Metrics live in prometheus_client's process-wide registry,
@@ -12,11 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fakes import TEXT_MODEL, FakeEmbeddingEngine, FakeTextEngine, ServedApp, fake_settings, serve_app
-from tests.integration.scrape import Scrape
-from tests.integration.sse import events, json_events
+from tests.support.envelopes import openai_error, workers_ai_error
+from tests.support.fakes import TEXT_MODEL, FakeEmbeddingEngine, FakeTextEngine, fake_settings
+from tests.support.servers import ServedApp, serve_app
+from tests.support.sse import events, json_events
 
 ACCOUNT_PATH = "/client/v4/accounts/test-account/ai"
 CHAT = "/v1/chat/completions"
@@ -70,64 +70,6 @@ def stream_events(client: httpx.Client, path: str, body: dict[str, Any]) -> tupl
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         return response, json_events(events(response))
-
-
-def scrape(client: httpx.Client) -> Scrape:
-    """Every sample on /metrics (tests/integration/scrape.py's Scrape, read through the tier's client)."""
-    response = client.get("/metrics")
-    response.raise_for_status()
-    return Scrape(
-        [
-            (sample.name, sample.labels, sample.value)
-            for family in text_string_to_metric_families(response.text)
-            for sample in family.samples
-        ]
-    )
-
-
-# --- answers --------------------------------------------------------------------------------
-
-
-def result(response: httpx.Response) -> dict[str, Any]:
-    """A Workers AI success envelope's result."""
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["success"] is True and body["errors"] == [] and body["messages"] == []
-    return body["result"]
-
-
-def openai_body(response: httpx.Response) -> dict[str, Any]:
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def workers_ai_error(response: httpx.Response, status: int, code: int) -> str:
-    """The message of a Workers AI failure envelope, after checking its status, code and shape."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False and body["result"] == {} and body["messages"] == []
-    [error] = body["errors"]
-    assert error["code"] == code, body
-    return error["message"]
-
-
-def openai_error(response: httpx.Response, status: int, code: int | str) -> dict[str, Any]:
-    """An OpenAI error object, after checking its status, code (OpenAI's own, or the Workers AI code as a
-    string) and shape."""
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == str(code), error
-    return error
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    """Workers AI's usage object."""
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
 
 
 # --- the same request in every text protocol ---------------------------------------------------
