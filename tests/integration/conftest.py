@@ -8,14 +8,16 @@ from transformers import AutoTokenizer
 
 from server.config import load_settings
 from server.prepare import resolve_checkpoint
+from tests.integration.session import (
+    API_KEYS,
+    BATCH_MAX_ITEMS,
+    BATCH_MAX_PAYLOAD_BYTES,
+    BODY_LIMIT,
+    UPLOAD_LIMIT,
+    upload_finetune,
+)
 from tests.support.repo import DEFAULT_CONFIG, ROOT
 from tests.support.servers import RunningServer, start_server
-
-API_KEYS = ["test-key-one", "test-key-two"]
-BODY_LIMIT = 1_000_000
-BATCH_MAX_ITEMS = 8
-BATCH_MAX_PAYLOAD_BYTES = 16_384
-UPLOAD_LIMIT = 4 * 1024 * 1024  # the test adapter's weights are about 1.8 MB
 
 
 @pytest.fixture(scope="session")
@@ -76,25 +78,6 @@ def meow(server, meow_adapter) -> dict:
         return upload_finetune(client, "meow", meow_adapter)
 
 
-def finetunes_url(path: str = "") -> str:
-    return f"/client/v4/accounts/test-account/ai/finetunes{path}"
-
-
-def upload_finetune(client, name: str, folder: Path, model: str = "@cf/meta/llama-3-8b-instruct") -> dict:
-    created = client.post(finetunes_url(), json={"model": model, "name": name, "description": "says MEOW"})
-    assert created.status_code == 200, created.text
-    finetune = created.json()["result"]
-    for file_name in ("adapter_config.json", "adapter_model.safetensors"):
-        with (folder / file_name).open("rb") as file:
-            uploaded = client.post(
-                finetunes_url(f"/{finetune['id']}/finetune-assets"),
-                data={"file_name": file_name},
-                files={"file": (file_name, file)},
-            )
-        assert uploaded.status_code == 200, uploaded.text
-    return finetune
-
-
 @pytest.fixture
 def client(server: RunningServer):
     with server.client() as c:
@@ -106,8 +89,3 @@ def tokenizer():
     """The default model's own tokenizer, to count tokens independently of the server."""
     settings = load_settings(DEFAULT_CONFIG)
     return AutoTokenizer.from_pretrained(resolve_checkpoint(settings.models[0], settings.cache_dir))
-
-
-def chat_prompt_tokens(tokenizer, messages) -> int:
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return len(tokenizer.encode(text, add_special_tokens=False))

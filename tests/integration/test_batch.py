@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.integration.conftest import BATCH_MAX_ITEMS, BATCH_MAX_PAYLOAD_BYTES
+from tests.integration.session import BATCH_MAX_ITEMS, BATCH_MAX_PAYLOAD_BYTES
 from tests.support.envelopes import result, workers_ai_error
 from tests.support.metrics import scrape
 from tests.support.repo import REAL_MODEL, STAND_IN

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import httpx
 import psutil
 
 from tests.support.servers import RunningServer, start_server, text_only_config
+from tests.support.waiting import wait_for
 
 ITEMS = 6
 COUNTING = {"messages": [{"role": "user", "content": "Count from 1 to 300, separated by commas."}], "max_tokens": 24}
@@ -27,13 +27,6 @@ def items(db: Path, job: str) -> list[tuple[str, int, int]]:
 
 def states(db: Path, job: str) -> Counter[str]:
     return Counter(state for state, _, _ in items(db, job))
-
-
-def wait_until(condition, what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.1)
 
 
 def poll(server: RunningServer, job: str) -> dict:
@@ -55,7 +48,7 @@ def test_a_job_survives_a_stop_and_a_kill_and_each_item_completes_once(tmp_path)
         queued = httpx.post(first.run_url(), params={"queueRequest": "true"}, json={"requests": requests}, timeout=60)
         assert queued.status_code == 200, queued.text
         job = queued.json()["result"]["request_id"]
-        wait_until(lambda: states(db, job)["done"] >= 1 and states(db, job)["running"] >= 1, "one done, one running")
+        wait_for(lambda: states(db, job)["done"] >= 1 and states(db, job)["running"] >= 1, "one done, one running")
     finally:
         first.stop()  # SIGTERM: the drain puts the running items back
     assert first.process.returncode == 0
@@ -67,7 +60,7 @@ def test_a_job_survives_a_stop_and_a_kill_and_each_item_completes_once(tmp_path)
 
     second = start_server("batch-restart-2", config=config)
     try:
-        wait_until(
+        wait_for(
             lambda: states(db, job)["done"] > done_before_kill and states(db, job)["running"] >= 1,
             "the job resumed: one more done, one running",
         )
@@ -84,7 +77,7 @@ def test_a_job_survives_a_stop_and_a_kill_and_each_item_completes_once(tmp_path)
 
     third = start_server("batch-restart-3", config=config)
     try:
-        wait_until(lambda: poll(third, job)["status"] == "done", "the job is done", timeout=600)
+        wait_for(lambda: poll(third, job)["status"] == "done", "the job is done", timeout=600)
         done = poll(third, job)
         assert [(r["id"], r["external_reference"], r["success"]) for r in done["responses"]] == [
             (index, f"item-{index}", True) for index in range(ITEMS)

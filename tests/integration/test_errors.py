@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from tests.integration.conftest import API_KEYS, BODY_LIMIT, chat_prompt_tokens
+from tests.integration.session import API_KEYS, BODY_LIMIT, chat_prompt_tokens
 from tests.support.envelopes import workers_ai_error
 from tests.support.repo import STAND_IN
 

@@ -36,7 +36,7 @@ from server.prepare import (
     tiny_llama3_model,
     tiny_llama3_successors,
 )
-from tests.integration.conftest import finetunes_url, upload_finetune
+from tests.integration.session import finetunes_url, upload_finetune
 from tests.support.envelopes import result
 from tests.support.repo import ROOT
 from tests.support.servers import RunningServer, start_server

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from tests.integration.conftest import UPLOAD_LIMIT, chat_prompt_tokens, finetunes_url, upload_finetune
+from tests.integration.session import UPLOAD_LIMIT, chat_prompt_tokens, finetunes_url, upload_finetune
 from tests.support.envelopes import result, workers_ai_error
 from tests.support.repo import REAL_MODEL, STAND_IN
 from tests.support.sse import events, json_events

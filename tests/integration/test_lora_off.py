@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import finetunes_url
+from tests.integration.session import finetunes_url
 from tests.support.envelopes import workers_ai_error
 from tests.support.repo import STAND_IN
 from tests.support.servers import start_server, text_only_config

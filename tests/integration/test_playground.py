@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import jsonschema
@@ -11,8 +10,9 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.integration.browser import chromium
-from tests.integration.conftest import API_KEYS
+from tests.integration.session import API_KEYS
 from tests.support.repo import ARTIFACTS
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -98,16 +98,10 @@ def test_stop_ends_the_engine_request(page, server):
     set_field(page, "seed", 1)
     send(page, "Write an endless list of random words.")
     expect(assistant_messages(page).last).not_to_have_text("", timeout=60_000)
-    deadline = time.monotonic() + 30
-    while server.metric(RUNNING) != 1:
-        assert time.monotonic() < deadline, "generation never showed as running"
-        time.sleep(0.2)
+    wait_for(lambda: server.metric(RUNNING) == 1, "generation to show as running", timeout=30)
     page.click("#stop")
     wait_until_idle(page, timeout=10_000)
-    deadline = time.monotonic() + 10
-    while server.metric(RUNNING) != 0:
-        assert time.monotonic() < deadline, "the engine kept generating after Stop"
-        time.sleep(0.2)
+    wait_for(lambda: server.metric(RUNNING) == 0, "the engine to stop generating after Stop", timeout=10)
     assert assistant_messages(page).last.inner_text().endswith("[stopped]")
 
 

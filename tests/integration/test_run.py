@@ -8,7 +8,7 @@ import uuid
 import jsonschema
 import pytest
 
-from tests.integration.conftest import chat_prompt_tokens
+from tests.integration.session import chat_prompt_tokens
 from tests.support.envelopes import result
 from tests.support.repo import REAL_MODEL, STAND_IN
 from tests.support.sse import events, json_events

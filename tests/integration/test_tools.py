@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 from pydantic import BaseModel, Field
 
 from tests.integration.browser import chromium
-from tests.integration.conftest import API_KEYS
+from tests.integration.session import API_KEYS
 from tests.support.sse import events, json_events
 
 MODEL = "@cf/meta/llama-3-8b-instruct"

@@ -3,7 +3,7 @@ and the stand-in name is announced whichever protocol calls it."""
 
 from __future__ import annotations
 
-from tests.pipeline.conftest import QUESTION, chat, complete, run, run_path, stream_events
+from tests.pipeline.requests import QUESTION, chat, complete, run, run_path, stream_events
 from tests.support.envelopes import openai_body, result
 from tests.support.fakes import TEXT_MODEL
 from tests.support.repo import STAND_IN

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from tests.pipeline.conftest import CHAT, run_path
+from tests.pipeline.requests import CHAT, run_path
 from tests.support.fakes import MAX_RUNNING, MAX_WAITING, MAX_WAITING_TOKENS, TEXT_MODEL
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from server.batch.store import BatchStore, NewItem
-from tests.pipeline.conftest import ACCOUNT_PATH, run, run_path
+from tests.pipeline.requests import ACCOUNT_PATH, run, run_path
 from tests.support.envelopes import result, usage, workers_ai_error
 from tests.support.fakes import CONTEXT_WINDOW, EMBEDDING_MODEL, TEXT_MODEL, fake_settings
 from tests.support.metrics import scrape

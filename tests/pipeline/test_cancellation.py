@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.pipeline.conftest import CHAT, QUESTION, run_path
+from tests.pipeline.requests import CHAT, QUESTION, run_path
 from tests.support.fakes import TEXT_MODEL
 from tests.support.metrics import scrape
 from tests.support.waiting import wait_for

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.pipeline.conftest import CHAT, COMPLETIONS, QUESTION, chat, complete, stream_events
+from tests.pipeline.requests import CHAT, COMPLETIONS, QUESTION, chat, complete, stream_events
 from tests.support.envelopes import openai_body
 from tests.support.fakes import TEXT_MODEL
 

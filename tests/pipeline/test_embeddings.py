@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from tests.pipeline.conftest import EMBEDDINGS, run
+from tests.pipeline.requests import EMBEDDINGS, run
 from tests.support.envelopes import openai_body, openai_error, result, workers_ai_error
 from tests.support.fakes import (
     EMBEDDING_CONTEXT_WINDOW,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.pipeline.conftest import CHAT, QUESTION, run_path
+from tests.pipeline.requests import CHAT, QUESTION, run_path
 from tests.support.fakes import TEXT_MODEL, fake_settings
 from tests.support.servers import ServedApp, serve_app
 

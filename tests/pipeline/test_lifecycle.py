@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from server.engine.types import EngineState
-from tests.pipeline.conftest import CHAT, QUESTION
+from tests.pipeline.requests import CHAT, QUESTION
 from tests.support.fakes import EMBEDDING_MODEL, TEXT_MODEL, fake_settings
 from tests.support.servers import serve_app
 

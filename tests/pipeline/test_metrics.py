@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from server.engine.types import EngineRejected
-from tests.pipeline.conftest import (
+from tests.pipeline.requests import (
     PROTOCOL_LABELS,
     QUESTION,
     TEXT_PROTOCOLS,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.pipeline.conftest import CHAT, COMPLETIONS, QUESTION, run_path
+from tests.pipeline.requests import CHAT, COMPLETIONS, QUESTION, run_path
 from tests.support.envelopes import openai_error, workers_ai_error
 from tests.support.fakes import TEXT_MODEL, fake_settings
 from tests.support.servers import ServedApp, serve_app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pipeline.conftest import EMBEDDINGS, TEXT_PROTOCOLS, ask, chat, run
+from tests.pipeline.requests import EMBEDDINGS, TEXT_PROTOCOLS, ask, chat, run
 from tests.support.envelopes import openai_error, workers_ai_error
 from tests.support.fakes import CONTEXT_WINDOW, EMBEDDING_MODEL, TEXT_MODEL
 

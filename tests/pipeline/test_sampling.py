@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from server.engine.types import GenerationParams
-from tests.pipeline.conftest import chat, complete, run
+from tests.pipeline.requests import chat, complete, run
 from tests.support.envelopes import openai_body, result
 from tests.support.fakes import DEFAULT_MAX_TOKENS
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.pipeline.conftest import EMBEDDINGS, ask, error_message, protocol_path, request_body, run
+from tests.pipeline.requests import EMBEDDINGS, ask, error_message, protocol_path, request_body, run
 from tests.support.envelopes import workers_ai_error
 from tests.support.fakes import EMBEDDING_MODEL, TEXT_MODEL, fake_settings
 from tests.support.servers import ServedApp, serve_app

@@ -12,7 +12,7 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.pipeline.conftest import CHAT, run_path
+from tests.pipeline.requests import CHAT, run_path
 from tests.support.envelopes import openai_error, workers_ai_error
 from tests.support.fakes import TEXT_MODEL, FakeTextEngine, FakeTokenizer, fake_settings
 from tests.support.servers import ServedApp, serve_app

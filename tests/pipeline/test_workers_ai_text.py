@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.pipeline.conftest import QUESTION, run, run_path, stream_events
+from tests.pipeline.requests import QUESTION, run, run_path, stream_events
 from tests.support.envelopes import result, usage
 from tests.support.fakes import BOS, DEFAULT_MAX_TOKENS, FakeTokenizer, chat_prompt_ids
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.pipeline.conftest import ACCOUNT_PATH, QUESTION
+from tests.pipeline.requests import ACCOUNT_PATH, QUESTION
 from tests.support.envelopes import usage
 from tests.support.fakes import EMBEDDING_MODEL, TEXT_MODEL
 from tests.support.sse import events, json_events
