@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,13 @@ from tests.integration.session import (
     BATCH_MAX_ITEMS,
     BATCH_MAX_PAYLOAD_BYTES,
     BODY_LIMIT,
+    SMALL_DRAIN_TIMEOUT_S,
+    SMALL_KEYS,
     UPLOAD_LIMIT,
     upload_finetune,
 )
 from tests.support.repo import DEFAULT_CONFIG, ROOT
-from tests.support.servers import RunningServer, start_server
+from tests.support.servers import RunningServer, start_server, text_only_config
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +62,38 @@ def server(test_config, adapters_dir, batch_db) -> RunningServer:
     )
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def small_servers(tmp_path_factory) -> Iterator[dict[str, RunningServer]]:
+    """Where the small server is kept between the modules that use it; stopped at the end."""
+    kept: dict[str, RunningServer] = {}
+    yield kept
+    if "small" in kept:
+        kept["small"].stop()
+
+
+@pytest.fixture
+def small_server(small_servers, tmp_path_factory) -> RunningServer:
+    """A second server, shared by the modules that need what the session server lacks: the text model
+    alone with LoRA off, two running slots (max_num_seqs 2) and four waiting places, so that a flood is
+    cheap on a CPU, and the keys of SMALL_KEYS besides "small-key". Started on first use, and again if
+    a test stopped it (tests/integration/test_reliability.py drains it last)."""
+    running = small_servers.get("small")
+    if running is None or running.process.poll() is not None:
+        folder = tmp_path_factory.mktemp("small")
+        model = {"lora": {"enabled": False}, "queue": {"max_waiting_requests": 4}}
+        config = text_only_config(
+            folder,
+            model=model,
+            engine={"max_num_seqs": 2},
+            limits={"drain_timeout_s": SMALL_DRAIN_TIMEOUT_S},
+            keys=SMALL_KEYS,
+        )
+        running = small_servers["small"] = start_server(
+            "small-server", config=config, api_keys=["small-key"], env={"WAI_ADAPTERS_DIR": str(folder / "adapters")}
+        )
+    return running
 
 
 @pytest.fixture(scope="session")

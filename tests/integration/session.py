@@ -1,7 +1,9 @@
-"""The session server's settings, and the requests several integration modules send it."""
+"""The settings of the servers several integration modules share (conftest.py), and the requests they
+send them."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from tests.support.repo import STAND_IN
@@ -11,6 +13,13 @@ BODY_LIMIT = 1_000_000
 BATCH_MAX_ITEMS = 8
 BATCH_MAX_PAYLOAD_BYTES = 16_384
 UPLOAD_LIMIT = 4 * 1024 * 1024  # the test adapter's weights are about 1.8 MB
+
+# The small server's: its drain timeout, and its keys beside the plain key "small-key".
+SMALL_DRAIN_TIMEOUT_S = 20
+SMALL_KEYS = [
+    {"name": "one-a-minute", "key": "rpm-key", "requests_per_minute": 1},
+    {"name": "tuner", "sha256": hashlib.sha256(b"tuner-key").hexdigest(), "scopes": ["finetunes"]},
+]
 
 
 def finetunes_url(path: str = "") -> str:
