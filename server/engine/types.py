@@ -1,6 +1,6 @@
 """What the serving layer hands the engine and gets back: plain data, errors and the engine
 interface, with no vLLM types. engine/vllm_engine.py implements the interface on vLLM; the fast
-tests implement it with scripted deltas (tests/fakes.py)."""
+tests implement it with scripted deltas (tests/support/fakes.py)."""
 
 from __future__ import annotations
 
