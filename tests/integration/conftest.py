@@ -20,48 +20,83 @@ from tests.integration.session import (
     upload_finetune,
 )
 from tests.support.repo import DEFAULT_CONFIG, ROOT
-from tests.support.servers import RunningServer, start_server, text_only_config
+from tests.support.servers import RunningServer, launch_server, start_server, text_only_config
+
+
+class SessionServer:
+    """The session server: one real server on the default model for the whole session, with two API keys,
+    a small upload limit (so that the limit can be tested cheaply), and its own fine-tune store and batch
+    jobs (never the user's own in the cache). The store is shared with other test servers."""
+
+    def __init__(self, folder: Path):
+        self.adapters_dir = folder / "adapters"
+        self.batch_db = folder / "batch.sqlite3"
+        self.config = folder / "test.yaml"
+        config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+        config["models"][0]["lora"]["max_upload_bytes"] = UPLOAD_LIMIT
+        self.config.write_text(yaml.safe_dump(config))
+        self.adapters_dir.mkdir()
+        self.running: RunningServer | None = None
+
+    def launch(self) -> RunningServer:
+        if self.running is None:
+            self.running = launch_server(
+                "server",
+                config=self.config,
+                api_keys=API_KEYS,
+                env={
+                    "WAI_LIMITS__MAX_BODY_BYTES": str(BODY_LIMIT),
+                    "WAI_ADAPTERS_DIR": str(self.adapters_dir),
+                    "WAI_BATCH__DB_PATH": str(self.batch_db),
+                    "WAI_BATCH__MAX_ITEMS_PER_JOB": str(BATCH_MAX_ITEMS),
+                    "WAI_BATCH__MAX_PAYLOAD_BYTES": str(BATCH_MAX_PAYLOAD_BYTES),
+                },
+            )
+        return self.running
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop()
+
+
+SESSION_SERVER = pytest.StashKey[SessionServer]()
+
+
+def session_server(config: pytest.Config) -> SessionServer:
+    if SESSION_SERVER not in config.stash:
+        # The folder tmp_path_factory would give (the fixture is not available to hooks).
+        config.stash[SESSION_SERVER] = SessionServer(config._tmp_path_factory.mktemp("session"))
+    return config.stash[SESSION_SERVER]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Launch the session server as soon as collection shows a test of this tier needs it: its start-up
+    (most of a minute on a small CPU) then overlaps the tiers that run before this one."""
+    here = Path(__file__).parent
+    needed = any(item.path.is_relative_to(here) and "server" in item.fixturenames for item in session.items)
+    if needed and not session.config.option.collectonly:
+        session_server(session.config).launch()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if SESSION_SERVER in session.config.stash:  # launched, though perhaps no test got to use it
+        session.config.stash[SESSION_SERVER].stop()
 
 
 @pytest.fixture(scope="session")
-def adapters_dir(tmp_path_factory) -> Path:
+def adapters_dir(request) -> Path:
     """The fine-tune store the test servers share (never the user's own store in the cache)."""
-    return tmp_path_factory.mktemp("adapters")
+    return session_server(request.config).adapters_dir
 
 
 @pytest.fixture(scope="session")
-def test_config(tmp_path_factory) -> Path:
-    """configs/default.yaml with a small upload limit, so that the limit can be tested cheaply."""
-    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    config["models"][0]["lora"]["max_upload_bytes"] = UPLOAD_LIMIT
-    path = tmp_path_factory.mktemp("config") / "test.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture(scope="session")
-def batch_db(tmp_path_factory) -> Path:
-    """The session server's batch jobs (never the user's own file in the cache)."""
-    return tmp_path_factory.mktemp("batch") / "batch.sqlite3"
-
-
-@pytest.fixture(scope="session")
-def server(test_config, adapters_dir, batch_db) -> RunningServer:
-    """One real server on the default model for the whole session, with two API keys."""
-    running = start_server(
-        "server",
-        config=test_config,
-        api_keys=API_KEYS,
-        env={
-            "WAI_LIMITS__MAX_BODY_BYTES": str(BODY_LIMIT),
-            "WAI_ADAPTERS_DIR": str(adapters_dir),
-            "WAI_BATCH__DB_PATH": str(batch_db),
-            "WAI_BATCH__MAX_ITEMS_PER_JOB": str(BATCH_MAX_ITEMS),
-            "WAI_BATCH__MAX_PAYLOAD_BYTES": str(BATCH_MAX_PAYLOAD_BYTES),
-        },
-    )
+def server(request) -> Iterator[RunningServer]:
+    """The session server (SessionServer), ready."""
+    session = session_server(request.config)
+    running = session.launch()
+    running.wait_until_ready()
     yield running
-    running.stop()
+    session.stop()
 
 
 @pytest.fixture(scope="session")

@@ -167,6 +167,16 @@ class RunningServer(HttpServer):
             time.sleep(0.5)
         return running
 
+    def wait_until_ready(self, timeout: float = 600) -> None:
+        """Return once /readyz is 200 (the statuses seen are kept in `readiness`); stop it if it never is."""
+        try:
+            self.readiness = wait_until_ready(
+                f"{self.base_url}/readyz", lambda: self.process.poll() is None, self.log, timeout, interval=0.5
+            )
+        except RuntimeError:
+            self.stop()
+            raise
+
     def stop(self) -> None:
         stop_process(self.process)
 
@@ -194,6 +204,19 @@ def start_server(
 ) -> RunningServer:
     """`wai serve` on a free port with `config`, its log in test-artifacts/<name>.log; returns once /readyz
     is 200. The first of `api_keys` is the key its clients send."""
+    server = launch_server(name, config, env, api_keys, api_processes)
+    server.wait_until_ready(startup_timeout)
+    return server
+
+
+def launch_server(
+    name: str,
+    config: Path = DEFAULT_CONFIG,
+    env: dict[str, str] | None = None,
+    api_keys: list[str] | None = None,
+    api_processes: int | None = None,
+) -> RunningServer:
+    """`start_server` without the wait: the process is started, and ready once `wait_until_ready` returns."""
     ARTIFACTS.mkdir(exist_ok=True)
     port = free_port()
     log_path = ARTIFACTS / f"{name}.log"
@@ -214,7 +237,7 @@ def start_server(
         command += ["--api-processes", str(api_processes)]
     with log_path.open("w") as log_file:
         process = subprocess.Popen(command, cwd=ROOT, env=proc_env, stdout=log_file, stderr=subprocess.STDOUT)
-    server = RunningServer(
+    return RunningServer(
         f"http://127.0.0.1:{port}",
         STAND_IN,
         api_keys[0] if api_keys else None,
@@ -222,14 +245,6 @@ def start_server(
         process=process,
         log_path=log_path,
     )
-    try:
-        server.readiness = wait_until_ready(
-            f"{server.base_url}/readyz", lambda: process.poll() is None, server.log, startup_timeout, interval=0.5
-        )
-    except RuntimeError:
-        server.stop()
-        raise
-    return server
 
 
 @dataclass(kw_only=True)
