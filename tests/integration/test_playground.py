@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from playwright.sync_api import expect
 
-from tests.integration.browser import chromium
+from tests.integration.browser import chromium, open_playground
 from tests.integration.session import API_KEYS
 from tests.support.repo import ARTIFACTS
 from tests.support.waiting import wait_for
@@ -25,12 +25,7 @@ def browser():
 def page(browser, server):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    page.goto(f"{server.base_url}/playground")
-    # Auth is on in the test server: the page asks for the key once and keeps it for the tab.
-    page.locator("#key-dialog").wait_for(state="visible")
-    page.fill("#key", API_KEYS[0])
-    page.locator("#key-form button[type=submit]").click()
-    page.locator("#model option").first.wait_for(state="attached")
+    open_playground(page, server.base_url, API_KEYS[0])
     yield page
     context.close()
 

@@ -194,17 +194,10 @@ def text_only_config(folder: Path, model: dict | None = None, engine: dict | Non
     return path
 
 
-def start_server(
-    name: str,
-    config: Path = DEFAULT_CONFIG,
-    env: dict[str, str] | None = None,
-    api_keys: list[str] | None = None,
-    startup_timeout: float = 600,
-    api_processes: int | None = None,
-) -> RunningServer:
-    """`wai serve` on a free port with `config`, its log in test-artifacts/<name>.log; returns once /readyz
-    is 200. The first of `api_keys` is the key its clients send."""
-    server = launch_server(name, config, env, api_keys, api_processes)
+def start_server(name: str, startup_timeout: float = 600, **launch: Any) -> RunningServer:
+    """`wai serve` on a free port (`launch_server`'s arguments), its log in test-artifacts/<name>.log;
+    returns once /readyz is 200."""
+    server = launch_server(name, **launch)
     server.wait_until_ready(startup_timeout)
     return server
 
@@ -216,7 +209,8 @@ def launch_server(
     api_keys: list[str] | None = None,
     api_processes: int | None = None,
 ) -> RunningServer:
-    """`start_server` without the wait: the process is started, and ready once `wait_until_ready` returns."""
+    """`wai serve` with `config`, started on a free port and not awaited: it is ready once
+    `wait_until_ready` returns. The first of `api_keys` is the key its clients send."""
     ARTIFACTS.mkdir(exist_ok=True)
     port = free_port()
     log_path = ARTIFACTS / f"{name}.log"
