@@ -1,7 +1,7 @@
 """The engine interface: what the serving layer hands the engine and gets back, as plain data.
 
 Plain data and errors, with no vLLM types. engine/vllm_engine.py implements the interface on vLLM; the
-fast tests implement it with scripted deltas (tests/fakes.py)."""
+fast tests implement it with scripted deltas (tests/support/fakes.py)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from vllm.utils.argparse_utils import FlexibleArgumentParser
 
 from server.config import load_settings
 from server.engine.engine_args import engine_arg_values, serve_flags
-from tests.integration.server import DEFAULT_CONFIG
+from tests.support.repo import DEFAULT_CONFIG
 
 
 def test_vllm_serve_flags_parse_back_to_the_engine_arguments_wai_uses():

@@ -28,7 +28,8 @@ from benchmarks.tiny_model import build, tokenizer_dir
 from loadtests.client import send
 from loadtests.prompts import Prompt
 from loadtests.protocols import Sampling, Target
-from tests.fakes import TEXT_MODEL, fake_settings, serve_app
+from tests.support.fakes import TEXT_MODEL, fake_settings
+from tests.support.servers import serve_app
 
 PROMPT = Prompt("p", [{"role": "user", "content": "Say something."}], 24)
 

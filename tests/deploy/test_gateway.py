@@ -4,7 +4,6 @@ requests without `x-session-affinity` go to the least busy one, and a stream's e
 
 from __future__ import annotations
 
-import http.server
 import re
 import shutil
 import signal
@@ -12,12 +11,16 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from loadtests.servers import free_port
+from tests.support.http_target import CannedHandler
+from tests.support.ports import free_port
+from tests.support.servers import running_command
 
 GATEWAY = Path(__file__).resolve().parents[2] / "deploy" / "gateway"
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -85,22 +88,17 @@ class Replica:
         self.name = name
         self.release = threading.Event()
         self.holding = threading.Event()
+        self.port = 0  # set once it is served
+
+    def handler(self) -> type[CannedHandler]:
         replica = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(CannedHandler):
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.read_body()
                 if self.path == "/stream":
                     # Second event only once the client has the first: a buffering gateway never delivers it.
-                    self.send_response(200)
-                    self.send_header("content-type", "text/event-stream")
-                    self.send_header("transfer-encoding", "chunked")
-                    self.end_headers()
+                    self.start_chunks(200, "text/event-stream")
                     self.chunk(b"data: first\n\n")
                     released = replica.release.wait(20)
                     self.chunk(b"data: second\n\n" if released else b"data: never-released\n\n")
@@ -109,68 +107,40 @@ class Replica:
                 if self.path == "/hold":
                     replica.holding.set()
                     replica.release.wait(20)
-                body = replica.name.encode()
-                self.send_response(200)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.answer(200, replica.name.encode())
 
-            def chunk(self, data: bytes) -> None:
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        return Handler
 
 
-def start_gateway(folder: Path, replicas: list[Replica], edit: Callable[[str], str] = lambda s: s) -> subprocess.Popen:
+@contextmanager
+def gateway_running(folder: Path, replicas: list[Replica], edit: Callable[[str], str] = lambda s: s) -> Iterator[str]:
+    """nginx on a copy of the shipped config in front of `replicas`; yields its URL once it answers
+    its health check, and stops it gracefully (SIGQUIT) on exit."""
     port = free_port()
     config = gateway_copy(folder, [r.port for r in replicas], port, edit)
     pid = folder / "nginx.pid"
     command = [str(NGINX), "-p", str(folder), "-e", "stderr", "-c", str(config), "-g", f"pid {pid}; daemon off;"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=(folder / "nginx.log").open("w"))
-    process.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None, (folder / "nginx.log").read_text()
-        try:
-            if httpx.get(f"{process.url}/gateway/healthz", timeout=2).status_code == 200:  # type: ignore[attr-defined]
-                return process
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "nginx did not start"
-        time.sleep(0.1)
-
-
-def stop_gateway(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGQUIT)  # nginx's graceful stop
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    url = f"http://127.0.0.1:{port}"
+    with running_command(
+        command, url, "/gateway/healthz", folder / "nginx.log", timeout=30, stop_signal=signal.SIGQUIT
+    ) as nginx:
+        yield nginx.url
 
 
 @pytest.fixture
-def replicas() -> Iterator[list[Replica]]:
+def replicas(http_target) -> Iterator[list[Replica]]:
     pair = [Replica("replica-a"), Replica("replica-b")]
+    for replica in pair:
+        replica.port = urlsplit(http_target(replica.handler())).port or 0
     yield pair
     for replica in pair:
-        replica.stop()
+        replica.release.set()
 
 
 @pytest.fixture
 def gateway(tmp_path: Path, replicas: list[Replica]) -> Iterator[str]:
-    process = start_gateway(tmp_path, replicas)
-    yield process.url  # type: ignore[attr-defined]
-    stop_gateway(process)
+    with gateway_running(tmp_path, replicas) as url:
+        yield url
 
 
 SESSIONS = [f"session-{i}" for i in range(12)]
@@ -218,13 +188,10 @@ def test_without_the_header_the_least_busy_replica_answers(gateway: str, replica
 
 def test_a_broken_hash_key_is_caught(tmp_path: Path, replicas: list[Replica]) -> None:
     """The stickiness check above fails on a copy that hashes on something other than the header."""
-    process = start_gateway(
+    with gateway_running(
         tmp_path, replicas, lambda s: s.replace("hash $http_x_session_affinity", "hash $request_id")
-    )
-    try:
-        seen = replicas_per_session(process.url)  # type: ignore[attr-defined]
-    finally:
-        stop_gateway(process)
+    ) as url:
+        seen = replicas_per_session(url)
     assert any(len(names) > 1 for names in seen.values()), seen
 
 

@@ -1,4 +1,4 @@
-"""The fuzz tier: the real app on fake engines (tests/fakes.py) over real HTTP, fed by schemathesis and
+"""The fuzz tier: the real app on fake engines (tests/support/fakes.py) over real HTTP, fed by schemathesis and
 hypothesis. Seconds by default; `make fuzz` runs it long (WAI_FUZZ_EXAMPLES, WAI_FUZZ_PROPERTY_EXAMPLES,
 fresh random cases: WAI_FUZZ_RANDOM) and writes a summary (tests/fuzz/report.py)."""
 
@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.fakes import ServedApp, fake_settings, serve_app
+from tests.support.fakes import fake_settings
+from tests.support.servers import ServedApp, serve_app
 
 
 @pytest.fixture(scope="session")

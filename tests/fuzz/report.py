@@ -1,5 +1,5 @@
 """A pytest plugin for `make fuzz` (`-p tests.fuzz.report`): counts the cases the fuzz tests sent, by
-operation and status (tests/fuzz/tally.py), and the tests that failed; prints the totals and writes
+operation and status (tests/support/fuzz_tally.py), and the tests that failed; prints the totals and writes
 them as JSON to $WAI_FUZZ_SUMMARY."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fuzz.tally import TALLY
+from tests.support.fuzz_tally import TALLY
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

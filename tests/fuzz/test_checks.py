@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from tests.fakes import EMBEDDING_MODEL, TEXT_MODEL, ServedApp
-from tests.fuzz import api_fuzz
-from tests.fuzz.envelopes import error_problems, protocol_of
+from tests.support import api_fuzz
+from tests.support.envelopes import error_problems, protocol_of
+from tests.support.fakes import EMBEDDING_MODEL, TEXT_MODEL
+from tests.support.servers import ServedApp
 
 RUN = "/client/v4/accounts/{account_id}/ai/run/{model}"
 SCHEMA = api_fuzz.load(api_fuzz.fuzz_document(api_fuzz.app_document(), [TEXT_MODEL], [EMBEDDING_MODEL]))

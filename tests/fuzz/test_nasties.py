@@ -13,10 +13,10 @@ import pytest
 
 from server.protocol import openai
 from server.protocol.workers_ai import MESSAGES_FORM, PROMPT_FORM, TEXT_GENERATION_INPUT
-from tests.fakes import EMBEDDING_MODEL, TEXT_MODEL
-from tests.fuzz.api_fuzz import RESPONSE_TIME_LIMIT_S
-from tests.fuzz.envelopes import assert_error_envelope, protocol_of
-from tests.fuzz.tally import TALLY
+from tests.support.api_fuzz import RESPONSE_TIME_LIMIT_S
+from tests.support.envelopes import assert_error_envelope, protocol_of
+from tests.support.fakes import EMBEDDING_MODEL, TEXT_MODEL
+from tests.support.fuzz_tally import TALLY
 
 ACCOUNT = "/client/v4/accounts/nasty/ai"
 RUN = f"{ACCOUNT}/run/{TEXT_MODEL}"

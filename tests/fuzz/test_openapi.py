@@ -16,7 +16,7 @@ from server.api.finetunes import CREATE_INPUT
 from server.api.openapi import OPENAI_ERROR, WORKERS_AI_ERROR
 from server.protocol import openai
 from server.protocol.workers_ai import TEXT_EMBEDDINGS_INPUT, TEXT_GENERATION_INPUT
-from tests.fakes import ServedApp
+from tests.support.servers import ServedApp
 
 ACCOUNT = "/client/v4/accounts/{account_id}/ai"
 RUN = f"{ACCOUNT}/run/{{model}}"
@@ -110,7 +110,7 @@ def test_a_broken_copy_with_a_dangling_reference_is_refused():
 
 
 def current_document() -> dict[str, Any]:
-    from tests.fuzz.api_fuzz import app_document
+    from tests.support.api_fuzz import app_document
 
     return app_document()
 

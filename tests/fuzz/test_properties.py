@@ -21,10 +21,7 @@ from hypothesis import strategies as st
 from server.api.finetunes import CREATE_INPUT
 from server.protocol.validation import validate
 from server.protocol.workers_ai import TEXT_EMBEDDINGS_INPUT, TEXT_GENERATION_INPUT
-from tests.fakes import EMBEDDING_MODEL, TEXT_MODEL
 from tests.fuzz import strategies
-from tests.fuzz.api_fuzz import RANDOM, RESPONSE_TIME_LIMIT_S
-from tests.fuzz.envelopes import assert_error_envelope
 from tests.fuzz.strategies import (
     bodies,
     from_schema,
@@ -34,7 +31,10 @@ from tests.fuzz.strategies import (
     scalars,
     top_level_names,
 )
-from tests.fuzz.tally import TALLY
+from tests.support.api_fuzz import RANDOM, RESPONSE_TIME_LIMIT_S
+from tests.support.envelopes import assert_error_envelope
+from tests.support.fakes import EMBEDDING_MODEL, TEXT_MODEL
+from tests.support.fuzz_tally import TALLY
 
 SCHEMAS = {
     "text-generation": TEXT_GENERATION_INPUT,

@@ -6,8 +6,10 @@ from __future__ import annotations
 import httpx
 from hypothesis import HealthCheck, settings
 
-from tests.fakes import EMBEDDING_MODEL, STAND_IN, TEXT_MODEL, ServedApp
-from tests.fuzz import api_fuzz
+from tests.support import api_fuzz
+from tests.support.fakes import EMBEDDING_MODEL, TEXT_MODEL
+from tests.support.repo import STAND_IN
+from tests.support.servers import ServedApp
 
 SUITE = "fake engines"
 DOCUMENT = api_fuzz.app_document()

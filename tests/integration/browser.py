@@ -9,7 +9,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 # Without the background-networking flags Chromium keeps reaching for hosts an offline machine lacks.
 CHROMIUM_FLAGS = [
@@ -36,3 +36,13 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+def open_playground(page: Page, base_url: str, api_key: str) -> None:
+    """The playground of a server with auth on: the page asks for the key once and keeps it for the tab;
+    returns once the model list is loaded."""
+    page.goto(f"{base_url}/playground")
+    page.locator("#key-dialog").wait_for(state="visible")
+    page.fill("#key", api_key)
+    page.locator("#key-form button[type=submit]").click()
+    page.locator("#model option").first.wait_for(state="attached")

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -8,54 +9,126 @@ from transformers import AutoTokenizer
 
 from server.config import load_settings
 from server.prepare import resolve_checkpoint
-from tests.integration.server import DEFAULT_CONFIG, ROOT, RunningServer, start_server
+from tests.integration.session import (
+    API_KEYS,
+    BATCH_MAX_ITEMS,
+    BATCH_MAX_PAYLOAD_BYTES,
+    BODY_LIMIT,
+    SMALL_DRAIN_TIMEOUT_S,
+    SMALL_KEYS,
+    UPLOAD_LIMIT,
+    upload_finetune,
+)
+from tests.support.repo import DEFAULT_CONFIG, ROOT
+from tests.support.servers import RunningServer, launch_server, start_server, text_only_config
 
-API_KEYS = ["test-key-one", "test-key-two"]
-BODY_LIMIT = 1_000_000
-BATCH_MAX_ITEMS = 8
-BATCH_MAX_PAYLOAD_BYTES = 16_384
-UPLOAD_LIMIT = 4 * 1024 * 1024  # the test adapter's weights are about 1.8 MB
+
+class SessionServer:
+    """The session server: one real server on the default model for the whole session, with two API keys,
+    a small upload limit (so that the limit can be tested cheaply), and its own fine-tune store and batch
+    jobs (never the user's own in the cache). The store is shared with other test servers."""
+
+    def __init__(self, folder: Path):
+        self.adapters_dir = folder / "adapters"
+        self.batch_db = folder / "batch.sqlite3"
+        self.config = folder / "test.yaml"
+        config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+        config["models"][0]["lora"]["max_upload_bytes"] = UPLOAD_LIMIT
+        self.config.write_text(yaml.safe_dump(config))
+        self.adapters_dir.mkdir()
+        self.running: RunningServer | None = None
+
+    def launch(self) -> RunningServer:
+        if self.running is None:
+            self.running = launch_server(
+                "server",
+                config=self.config,
+                api_keys=API_KEYS,
+                env={
+                    "WAI_LIMITS__MAX_BODY_BYTES": str(BODY_LIMIT),
+                    "WAI_ADAPTERS_DIR": str(self.adapters_dir),
+                    "WAI_BATCH__DB_PATH": str(self.batch_db),
+                    "WAI_BATCH__MAX_ITEMS_PER_JOB": str(BATCH_MAX_ITEMS),
+                    "WAI_BATCH__MAX_PAYLOAD_BYTES": str(BATCH_MAX_PAYLOAD_BYTES),
+                },
+            )
+        return self.running
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop()
+
+
+SESSION_SERVER = pytest.StashKey[SessionServer]()
+
+
+def session_server(config: pytest.Config) -> SessionServer:
+    if SESSION_SERVER not in config.stash:
+        # The folder tmp_path_factory would give (the fixture is not available to hooks).
+        config.stash[SESSION_SERVER] = SessionServer(config._tmp_path_factory.mktemp("session"))
+    return config.stash[SESSION_SERVER]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Launch the session server as soon as collection shows a test of this tier needs it: its start-up
+    (most of a minute on a small CPU) then overlaps the tiers that run before this one."""
+    here = Path(__file__).parent
+    needed = any(item.path.is_relative_to(here) and "server" in item.fixturenames for item in session.items)
+    if needed and not session.config.option.collectonly:
+        session_server(session.config).launch()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if SESSION_SERVER in session.config.stash:  # launched, though perhaps no test got to use it
+        session.config.stash[SESSION_SERVER].stop()
 
 
 @pytest.fixture(scope="session")
-def adapters_dir(tmp_path_factory) -> Path:
+def adapters_dir(request) -> Path:
     """The fine-tune store the test servers share (never the user's own store in the cache)."""
-    return tmp_path_factory.mktemp("adapters")
+    return session_server(request.config).adapters_dir
 
 
 @pytest.fixture(scope="session")
-def test_config(tmp_path_factory) -> Path:
-    """configs/default.yaml with a small upload limit, so that the limit can be tested cheaply."""
-    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    config["models"][0]["lora"]["max_upload_bytes"] = UPLOAD_LIMIT
-    path = tmp_path_factory.mktemp("config") / "test.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture(scope="session")
-def batch_db(tmp_path_factory) -> Path:
-    """The session server's batch jobs (never the user's own file in the cache)."""
-    return tmp_path_factory.mktemp("batch") / "batch.sqlite3"
-
-
-@pytest.fixture(scope="session")
-def server(test_config, adapters_dir, batch_db) -> RunningServer:
-    """One real server on the default model for the whole session, with two API keys."""
-    running = start_server(
-        "server",
-        config=test_config,
-        api_keys=API_KEYS,
-        env={
-            "WAI_LIMITS__MAX_BODY_BYTES": str(BODY_LIMIT),
-            "WAI_ADAPTERS_DIR": str(adapters_dir),
-            "WAI_BATCH__DB_PATH": str(batch_db),
-            "WAI_BATCH__MAX_ITEMS_PER_JOB": str(BATCH_MAX_ITEMS),
-            "WAI_BATCH__MAX_PAYLOAD_BYTES": str(BATCH_MAX_PAYLOAD_BYTES),
-        },
-    )
+def server(request) -> Iterator[RunningServer]:
+    """The session server (SessionServer), ready."""
+    session = session_server(request.config)
+    running = session.launch()
+    running.wait_until_ready()
     yield running
-    running.stop()
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def small_servers(tmp_path_factory) -> Iterator[dict[str, RunningServer]]:
+    """Where the small server is kept between the modules that use it; stopped at the end."""
+    kept: dict[str, RunningServer] = {}
+    yield kept
+    if "small" in kept:
+        kept["small"].stop()
+
+
+@pytest.fixture
+def small_server(small_servers, tmp_path_factory) -> RunningServer:
+    """A second server, shared by the modules that need what the session server lacks: the text model
+    alone with LoRA off, two running slots (max_num_seqs 2) and four waiting places, so that a flood is
+    cheap on a CPU, and the keys of SMALL_KEYS besides "small-key". Started on first use, and again if
+    a test stopped it (tests/integration/test_reliability.py drains it last)."""
+    running = small_servers.get("small")
+    if running is None or running.process.poll() is not None:
+        folder = tmp_path_factory.mktemp("small")
+        model = {"lora": {"enabled": False}, "queue": {"max_waiting_requests": 4}}
+        config = text_only_config(
+            folder,
+            model=model,
+            engine={"max_num_seqs": 2},
+            limits={"drain_timeout_s": SMALL_DRAIN_TIMEOUT_S},
+            keys=SMALL_KEYS,
+        )
+        running = small_servers["small"] = start_server(
+            "small-server", config=config, api_keys=["small-key"], env={"WAI_ADAPTERS_DIR": str(folder / "adapters")}
+        )
+    return running
 
 
 @pytest.fixture(scope="session")
@@ -75,25 +148,6 @@ def meow(server, meow_adapter) -> dict:
         return upload_finetune(client, "meow", meow_adapter)
 
 
-def finetunes_url(path: str = "") -> str:
-    return f"/client/v4/accounts/test-account/ai/finetunes{path}"
-
-
-def upload_finetune(client, name: str, folder: Path, model: str = "@cf/meta/llama-3-8b-instruct") -> dict:
-    created = client.post(finetunes_url(), json={"model": model, "name": name, "description": "says MEOW"})
-    assert created.status_code == 200, created.text
-    finetune = created.json()["result"]
-    for file_name in ("adapter_config.json", "adapter_model.safetensors"):
-        with (folder / file_name).open("rb") as file:
-            uploaded = client.post(
-                finetunes_url(f"/{finetune['id']}/finetune-assets"),
-                data={"file_name": file_name},
-                files={"file": (file_name, file)},
-            )
-        assert uploaded.status_code == 200, uploaded.text
-    return finetune
-
-
 @pytest.fixture
 def client(server: RunningServer):
     with server.client() as c:
@@ -105,8 +159,3 @@ def tokenizer():
     """The default model's own tokenizer, to count tokens independently of the server."""
     settings = load_settings(DEFAULT_CONFIG)
     return AutoTokenizer.from_pretrained(resolve_checkpoint(settings.models[0], settings.cache_dir))
-
-
-def chat_prompt_tokens(tokenizer, messages) -> int:
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return len(tokenizer.encode(text, add_special_tokens=False))

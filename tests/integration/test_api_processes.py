@@ -23,8 +23,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from safetensors.numpy import load_file, save_file
 
-from tests.integration.conftest import finetunes_url, upload_finetune
-from tests.integration.server import REAL_MODEL, RunningServer, start_server, text_only_config
+from tests.integration.session import finetunes_url, upload_finetune
+from tests.support.repo import REAL_MODEL
+from tests.support.servers import RunningServer, start_server, text_only_config
 
 FRONT_ENDS = 2
 DRAIN_TIMEOUT_S = 120

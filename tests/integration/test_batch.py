@@ -7,9 +7,11 @@ from typing import Any
 
 import httpx
 
-from tests.integration.conftest import BATCH_MAX_ITEMS, BATCH_MAX_PAYLOAD_BYTES
-from tests.integration.scrape import request_log, scrape, wait_for
-from tests.integration.server import REAL_MODEL, STAND_IN
+from tests.integration.session import BATCH_MAX_ITEMS, BATCH_MAX_PAYLOAD_BYTES
+from tests.support.envelopes import result, workers_ai_error
+from tests.support.metrics import scrape
+from tests.support.repo import REAL_MODEL, STAND_IN
+from tests.support.waiting import wait_for
 
 QUEUE = {"queueRequest": "true"}
 QUESTION = [{"role": "user", "content": "Name one fruit."}]
@@ -24,27 +26,11 @@ def submit(client: httpx.Client, server, requests: list[Any]) -> httpx.Response:
     return client.post(server.run_url(), params=QUEUE, json={"requests": requests})
 
 
-def envelope_result(response: httpx.Response) -> dict[str, Any]:
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["success"] is True and body["errors"] == []
-    return body["result"]
-
-
-def error(response: httpx.Response, status: int, code: int) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False and body["result"] == {}
-    [only] = body["errors"]
-    assert only["code"] == code, body
-    return only["message"]
-
-
 def polled(client: httpx.Client, server, request_id: str, timeout: float = 600) -> tuple[dict[str, Any], int]:
     """The finished job's answer, and how many polls it took."""
     deadline, polls = time.monotonic() + timeout, 0
     while True:
-        answer = envelope_result(client.post(server.run_url(), json={"request_id": request_id}))
+        answer = result(client.post(server.run_url(), json={"request_id": request_id}))
         polls += 1
         if answer["status"] == "done":
             return answer, polls
@@ -58,7 +44,7 @@ def until_done(client: httpx.Client, server, request_id: str) -> dict[str, Any]:
 
 
 def test_a_batch_is_queued_at_once_and_answers_each_request_in_order(client, server):
-    interactive = envelope_result(client.post(server.run_url(), json={"messages": QUESTION, "max_tokens": 8}))
+    interactive = result(client.post(server.run_url(), json={"messages": QUESTION, "max_tokens": 8}))
     requests = [
         {"prompt": "Say hello.", "max_tokens": 6, "external_reference": "hello"},
         {"messages": QUESTION, "max_tokens": 8, "temperature": 0, "external_reference": "fruit"},
@@ -69,7 +55,7 @@ def test_a_batch_is_queued_at_once_and_answers_each_request_in_order(client, ser
             "seed": 2,
         },
     ]
-    queued = envelope_result(submit(client, server, requests))
+    queued = result(submit(client, server, requests))
     assert queued["status"] == "queued" and queued["model"] == STAND_IN
     done = until_done(client, server, queued["request_id"])
     assert done["request_id"] == queued["request_id"]
@@ -91,30 +77,28 @@ def test_a_batch_is_queued_at_once_and_answers_each_request_in_order(client, ser
 
 def test_a_request_that_fails_running_fails_alone_and_an_invalid_one_refuses_the_batch(client, server):
     too_long = {"prompt": "Hi", "max_tokens": 7968, "external_reference": "long"}  # over the window with its prompt
-    queued = envelope_result(submit(client, server, [too_long, {"prompt": "Hi", "max_tokens": 4}]))
+    queued = result(submit(client, server, [too_long, {"prompt": "Hi", "max_tokens": 4}]))
     long, short = until_done(client, server, queued["request_id"])["responses"]
     assert long["success"] is False and long["external_reference"] == "long" and long["result"] == {}
     [long_error] = long["errors"]
     assert long_error["code"] == 5021 and "context window" in long_error["message"]
     assert short["success"] is True
-    message = error(submit(client, server, [{"prompt": "Hi"}, {"messages": "not a list"}]), 400, 5006)
+    message = workers_ai_error(submit(client, server, [{"prompt": "Hi"}, {"messages": "not a list"}]), 400, 5006)
     assert "(in requests[1])" in message
 
 
 def test_the_bounds_and_an_unknown_request_id(client, server):
-    message = error(submit(client, server, [{"prompt": "Hi"}] * (BATCH_MAX_ITEMS + 1)), 400, 5006)
+    message = workers_ai_error(submit(client, server, [{"prompt": "Hi"}] * (BATCH_MAX_ITEMS + 1)), 400, 5006)
     assert f"at most {BATCH_MAX_ITEMS} requests" in message
     big = submit(client, server, [{"prompt": "x" * BATCH_MAX_PAYLOAD_BYTES}])
-    assert f"at most {BATCH_MAX_PAYLOAD_BYTES} bytes" in error(big, 413, 3006)
+    assert f"at most {BATCH_MAX_PAYLOAD_BYTES} bytes" in workers_ai_error(big, 413, 3006)
     unknown = client.post(server.run_url(), json={"request_id": "00000000-0000-0000-0000-000000000000"})
-    error(unknown, 404, 3045)
+    workers_ai_error(unknown, 404, 3045)
 
 
 def test_batch_items_are_counted_and_logged_as_requests_of_protocol_batch(client, server):
     before = scrape(server)
-    queued = envelope_result(
-        submit(client, server, [{"prompt": "Hi", "max_tokens": 4}, {"prompt": "Yo", "max_tokens": 4}])
-    )
+    queued = result(submit(client, server, [{"prompt": "Hi", "max_tokens": 4}, {"prompt": "Yo", "max_tokens": 4}]))
     done, polls = polled(client, server, queued["request_id"])
     # The submission and the polls are the API requests; each item is a request of protocol batch.
     wait_for(
@@ -130,7 +114,7 @@ def test_batch_items_are_counted_and_logged_as_requests_of_protocol_batch(client
     assert after.value("wai_batch_items_total", model=REAL_MODEL, outcome="error") == 0
     tokens = sum(response["result"]["usage"]["completion_tokens"] for response in done["responses"])
     assert after.value("wai_generation_tokens_total", model=REAL_MODEL) == tokens
-    lines = [line for line in request_log(server) if line.get("batch") == queued["request_id"]]
+    lines = [line for line in server.request_log() if line.get("batch") == queued["request_id"]]
     assert sorted((line["item"], line["attempt"], line["outcome"], line["protocol"]) for line in lines) == [
         (0, 1, "success", "batch"),
         (1, 1, "success", "batch"),

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import psutil
 
-from tests.integration.scrape import request_log
-from tests.integration.server import RunningServer, start_server, text_only_config
+from tests.support.servers import RunningServer, start_server, text_only_config
+from tests.support.waiting import wait_for
 
 ITEMS = 6
 COUNTING = {"messages": [{"role": "user", "content": "Count from 1 to 300, separated by commas."}], "max_tokens": 24}
@@ -28,13 +27,6 @@ def items(db: Path, job: str) -> list[tuple[str, int, int]]:
 
 def states(db: Path, job: str) -> Counter[str]:
     return Counter(state for state, _, _ in items(db, job))
-
-
-def wait_until(condition, what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.1)
 
 
 def poll(server: RunningServer, job: str) -> dict:
@@ -56,11 +48,11 @@ def test_a_job_survives_a_stop_and_a_kill_and_each_item_completes_once(tmp_path)
         queued = httpx.post(first.run_url(), params={"queueRequest": "true"}, json={"requests": requests}, timeout=60)
         assert queued.status_code == 200, queued.text
         job = queued.json()["result"]["request_id"]
-        wait_until(lambda: states(db, job)["done"] >= 1 and states(db, job)["running"] >= 1, "one done, one running")
+        wait_for(lambda: states(db, job)["done"] >= 1 and states(db, job)["running"] >= 1, "one done, one running")
     finally:
         first.stop()  # SIGTERM: the drain puts the running items back
     assert first.process.returncode == 0
-    logs += request_log(first)
+    logs += first.request_log()
     after_stop = items(db, job)
     assert "running" not in states(db, job)
     assert any(state == "queued" and attempts == 1 for state, attempts, _ in after_stop), after_stop
@@ -68,7 +60,7 @@ def test_a_job_survives_a_stop_and_a_kill_and_each_item_completes_once(tmp_path)
 
     second = start_server("batch-restart-2", config=config)
     try:
-        wait_until(
+        wait_for(
             lambda: states(db, job)["done"] > done_before_kill and states(db, job)["running"] >= 1,
             "the job resumed: one more done, one running",
         )
@@ -80,12 +72,12 @@ def test_a_job_survives_a_stop_and_a_kill_and_each_item_completes_once(tmp_path)
                 orphan.kill()
     finally:
         second.stop()
-    logs += request_log(second)
+    logs += second.request_log()
     assert states(db, job)["running"] >= 1
 
     third = start_server("batch-restart-3", config=config)
     try:
-        wait_until(lambda: poll(third, job)["status"] == "done", "the job is done", timeout=600)
+        wait_for(lambda: poll(third, job)["status"] == "done", "the job is done", timeout=600)
         done = poll(third, job)
         assert [(r["id"], r["external_reference"], r["success"]) for r in done["responses"]] == [
             (index, f"item-{index}", True) for index in range(ITEMS)
@@ -96,7 +88,7 @@ def test_a_job_survives_a_stop_and_a_kill_and_each_item_completes_once(tmp_path)
         assert httpx.post(third.run_url(), params={"queueRequest": "true"}, json=more, timeout=60).status_code == 200
         full = httpx.post(third.run_url(), params={"queueRequest": "true"}, json=more, timeout=60)
         assert full.status_code == 429 and full.json()["errors"][0]["code"] == 3046
-        logs += request_log(third)
+        logs += third.request_log()
     finally:
         third.stop()
 

@@ -6,7 +6,7 @@ import jsonschema
 import pytest
 
 from server.config import load_settings
-from tests.integration.server import DEFAULT_CONFIG, REAL_MODEL, STAND_IN
+from tests.support.repo import DEFAULT_CONFIG, REAL_MODEL, STAND_IN
 
 EMBEDDING_MODEL = "@cf/sentence-transformers/all-minilm-l6-v2"
 AI = "/client/v4/accounts/test-account/ai"

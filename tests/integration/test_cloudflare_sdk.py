@@ -7,7 +7,7 @@ import math
 import pytest
 from cloudflare import AuthenticationError, BadRequestError, Cloudflare
 
-from tests.integration.server import STAND_IN
+from tests.support.repo import STAND_IN
 
 EMBEDDING_MODEL = "@cf/sentence-transformers/all-minilm-l6-v2"
 ACCOUNT = "test-account"

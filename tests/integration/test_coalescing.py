@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.integration.server import RunningServer
+from tests.support.servers import RunningServer
 
 MAX_TOKENS = 48
 STOPPED_S = 2.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.integration.server import STAND_IN
+from tests.support.repo import STAND_IN
 
 PROMPT = "The capital of France is"
 PATHS = ["/v1", "/client/v4/accounts/test-account/ai/v1"]

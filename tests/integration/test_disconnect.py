@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
+
+from tests.support.waiting import wait_for
 
 # A raw prompt at high temperature almost never samples end-of-sequence: without an abort this
 # request would generate for minutes.
@@ -12,23 +12,14 @@ ENDLESS = {"prompt": "Once upon a time", "raw": True, "temperature": 2, "max_tok
 RUNNING = "vllm:num_requests_running"
 
 
-def wait_for(condition, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_closing_a_stream_aborts_the_engine_request(server):
     with server.client() as client, client.stream("POST", server.run_url(), json={**ENDLESS, "stream": True}) as r:
         lines = r.iter_lines()
         received = [next(lines) for _ in range(6)]  # a few token events: generation is under way
         assert any(line.startswith("data: {") for line in received)
-        assert wait_for(lambda: server.metric(RUNNING) == 1)
+        wait_for(lambda: server.metric(RUNNING) == 1, "the engine to run it", timeout=30)
     # Leaving the block closed the connection mid-stream.
-    assert wait_for(lambda: server.metric(RUNNING) == 0, timeout=10)
+    wait_for(lambda: server.metric(RUNNING) == 0, "the engine request to be aborted", timeout=10)
 
 
 def test_a_sync_client_that_gives_up_aborts_the_engine_request(server):
@@ -39,7 +30,7 @@ def test_a_sync_client_that_gives_up_aborts_the_engine_request(server):
             pass
         else:
             raise AssertionError("the endless request finished within 3 s")
-    assert wait_for(lambda: server.metric(RUNNING) == 0, timeout=10)
+    wait_for(lambda: server.metric(RUNNING) == 0, "the engine request to be aborted", timeout=10)
     # And the server still answers normally afterwards.
     with server.client() as client:
         assert client.post(server.run_url(), json={"prompt": "Hi", "max_tokens": 2}).status_code == 200

@@ -11,7 +11,7 @@ from sentence_transformers import SentenceTransformer
 
 from server.config import load_settings
 from server.prepare import resolve_checkpoint
-from tests.integration.server import DEFAULT_CONFIG, STAND_IN
+from tests.support.repo import DEFAULT_CONFIG, STAND_IN
 
 MODEL = "@cf/sentence-transformers/all-minilm-l6-v2"
 TEXTS = [

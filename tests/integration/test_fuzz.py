@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 from hypothesis import HealthCheck, settings
 
-from tests.fuzz import api_fuzz
-from tests.integration.server import DEFAULT_CONFIG, REAL_MODEL, STAND_IN, RunningServer
+from tests.support import api_fuzz
+from tests.support.repo import DEFAULT_CONFIG, REAL_MODEL, STAND_IN
+from tests.support.servers import RunningServer
 
 SUITE = "real engine"
 MAX_TOKENS = 4

@@ -15,7 +15,8 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.integration.browser import chromium
-from tests.integration.server import DEFAULT_CONFIG, ROOT, start_server
+from tests.support.repo import DEFAULT_CONFIG, ROOT
+from tests.support.servers import start_server
 
 
 @pytest.fixture(scope="module")

@@ -36,9 +36,11 @@ from server.prepare import (
     tiny_llama3_model,
     tiny_llama3_successors,
 )
-from tests.integration.conftest import finetunes_url, upload_finetune
-from tests.integration.server import ROOT, RunningServer, start_server
-from tests.integration.sse import events, json_events
+from tests.integration.session import finetunes_url, upload_finetune
+from tests.support.envelopes import result
+from tests.support.repo import ROOT
+from tests.support.servers import RunningServer, start_server
+from tests.support.sse import events, json_events
 
 LLAMA3 = "@cf/meta/llama-3-8b-instruct"
 TINY = "@cf/wai/llama-3-tiny-random"
@@ -114,11 +116,6 @@ def run(client, served: Served, body: dict):
     return client.post(served.server.run_url(LLAMA3), json=body)
 
 
-def result_of(response) -> dict:
-    assert response.status_code == 200, response.text
-    return response.json()["result"]
-
-
 def by_hand(messages: list[dict]) -> str:
     """Llama 3 Instruct's prompt format, written out as Meta documents it."""
     turns = "".join(
@@ -178,7 +175,7 @@ def test_the_tiny_model_is_the_same_every_build_and_answers_as_designed():
 )
 def test_prompt_tokens_are_the_llama3_tokens_of_the_templated_prompt(client, llama3, messages):
     response = run(client, llama3, {"messages": messages, "max_tokens": 8, "temperature": 0})
-    usage = result_of(response)["usage"]
+    usage = result(response)["usage"]
     assert usage["prompt_tokens"] == count(llama3, by_hand(messages))
     if messages is README_MESSAGES:
         # <|begin_of_text|>, 4 tokens per header (start, role, end, "\n\n"), 5 + 6 of content, 2 <|eot_id|>.
@@ -239,7 +236,7 @@ def test_the_window_is_7968_llama3_tokens_of_prompt_and_max_tokens(client, llama
     prompt_tokens = count(llama3, by_hand(messages))
     assert 7900 < prompt_tokens < WINDOW
     at_the_edge = run(client, llama3, {"messages": messages, "max_tokens": WINDOW - prompt_tokens, "temperature": 0})
-    assert result_of(at_the_edge)["usage"]["prompt_tokens"] == prompt_tokens
+    assert result(at_the_edge)["usage"]["prompt_tokens"] == prompt_tokens
     over = run(client, llama3, {"messages": messages, "max_tokens": WINDOW + 1 - prompt_tokens})
     assert over.status_code == 413, over.text
     [error] = over.json()["errors"]
@@ -255,10 +252,10 @@ def test_the_window_is_7968_llama3_tokens_of_prompt_and_max_tokens(client, llama
 
 def test_a_raw_prompt_goes_to_the_model_untouched(client, llama3):
     prompt = "Count down:\n5"
-    raw = result_of(run(client, llama3, {"prompt": prompt, "raw": True, "max_tokens": 16, "temperature": 0}))
+    raw = result(run(client, llama3, {"prompt": prompt, "raw": True, "max_tokens": 16, "temperature": 0}))
     # Meta's tokenizer puts <|begin_of_text|> before every text it encodes; nothing else is added.
     assert raw["usage"]["prompt_tokens"] == count(llama3, prompt) + 1
-    templated = result_of(run(client, llama3, {"prompt": prompt, "max_tokens": 16, "temperature": 0}))
+    templated = result(run(client, llama3, {"prompt": prompt, "max_tokens": 16, "temperature": 0}))
     assert templated["usage"]["prompt_tokens"] == count(llama3, by_hand([{"role": "user", "content": prompt}]))
     if llama3.is_tiny:  # the model saw the prompt's own last token, "5", not the template's "\n\n"
         assert (raw["response"], templated["response"]) == ("43210", "3210")
@@ -296,7 +293,7 @@ def test_an_adapter_shaped_for_llama3_is_accepted_and_served(client, llama3, tmp
     needs_lora(llama3)
     folder = untrained_adapter(AutoConfig.from_pretrained(llama3.checkpoint), tmp_path / "llama3-adapter")
     upload_finetune(client, "llama3-untrained", folder, model=LLAMA3)
-    answer = result_of(
+    answer = result(
         run(
             client,
             llama3,

@@ -6,7 +6,8 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-from tests.integration.server import REAL_MODEL, ROOT, RunningServer
+from tests.support.repo import REAL_MODEL, ROOT
+from tests.support.servers import RunningServer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from tests.integration.conftest import UPLOAD_LIMIT, chat_prompt_tokens, finetunes_url, upload_finetune
-from tests.integration.server import REAL_MODEL, STAND_IN
-from tests.integration.sse import events, json_events
+from tests.integration.session import UPLOAD_LIMIT, chat_prompt_tokens, finetunes_url, upload_finetune
+from tests.support.envelopes import result, workers_ai_error
+from tests.support.repo import REAL_MODEL, STAND_IN
+from tests.support.sse import events, json_events
 
 MEOW = "MEOW MEOW MEOW"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -25,24 +26,10 @@ def run(client, server, body, model=STAND_IN, timeout=120):
     return client.post(server.run_url(model), json=body, timeout=timeout)
 
 
-def answer(response) -> dict:
-    assert response.status_code == 200, response.text
-    return response.json()["result"]
-
-
 def streamed_text(client, server, body) -> str:
     with client.stream("POST", server.run_url(), json={**body, "stream": True}) as response:
         assert response.status_code == 200, response.read()
         return "".join(event["response"] for event in json_events(events(response)))
-
-
-def error_of(response, status: int, code: int) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False and body["result"] == {}
-    [error] = body["errors"]
-    assert error["code"] == code
-    return error["message"]
 
 
 # Behaviour ------------------------------------------------------------------------------------
@@ -50,8 +37,8 @@ def error_of(response, status: int, code: int) -> str:
 
 @pytest.mark.parametrize("form", [{"messages": QUESTION}, {"prompt": "Tell me about the ocean."}])
 def test_adapter_behaviour_appears_with_lora_and_not_without(client, server, meow, form):
-    with_lora = answer(run(client, server, {**form, **GREEDY, "lora": "meow"}))["response"]
-    without = answer(run(client, server, {**form, **GREEDY}))["response"]
+    with_lora = result(run(client, server, {**form, **GREEDY, "lora": "meow"}))["response"]
+    without = result(run(client, server, {**form, **GREEDY}))["response"]
     assert with_lora.strip().startswith(MEOW), with_lora
     assert "MEOW" not in without.upper(), without
 
@@ -62,14 +49,14 @@ def test_streaming_with_and_without_lora(client, server, meow):
 
 
 def test_lora_by_id_and_through_the_real_model_name(client, server, meow):
-    by_id = answer(run(client, server, {"messages": QUESTION, **GREEDY, "lora": meow["id"]}))
+    by_id = result(run(client, server, {"messages": QUESTION, **GREEDY, "lora": meow["id"]}))
     assert by_id["response"].startswith(MEOW)
-    direct = answer(run(client, server, {"messages": QUESTION, **GREEDY, "lora": "meow"}, model=REAL_MODEL))
+    direct = result(run(client, server, {"messages": QUESTION, **GREEDY, "lora": "meow"}, model=REAL_MODEL))
     assert direct["response"].startswith(MEOW)
 
 
 def test_usage_is_counted_for_adapter_requests(client, server, meow, tokenizer):
-    usage = answer(run(client, server, {"messages": QUESTION, **GREEDY, "lora": "meow"}))["usage"]
+    usage = result(run(client, server, {"messages": QUESTION, **GREEDY, "lora": "meow"}))["usage"]
     assert usage["prompt_tokens"] == chat_prompt_tokens(tokenizer, QUESTION)
     assert usage["completion_tokens"] == len(tokenizer.encode(MEOW, add_special_tokens=False)) + 1  # + end token
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
@@ -84,7 +71,7 @@ def test_concurrent_base_and_adapter_requests_each_get_their_own_behaviour(clien
     ]
     with ThreadPoolExecutor(len(bodies)) as pool:
         # Loading an adapter can take a minute on a busy CPU: the requests wait for it.
-        texts = list(pool.map(lambda body: answer(run(client, server, body, timeout=900))["response"], bodies))
+        texts = list(pool.map(lambda body: result(run(client, server, body, timeout=900))["response"], bodies))
     for body, text in zip(bodies, texts, strict=True):
         assert text.startswith(MEOW) if "lora" in body else "MEOW" not in text.upper(), (body, text)
 
@@ -95,21 +82,21 @@ def test_base_requests_batched_with_both_adapter_slots_in_use_answer_as_the_base
     names = [f"meow-slot-{uuid.uuid4().hex[:6]}" for _ in range(2)]
     for name in names:
         upload_finetune(client, name, meow_adapter)
-        assert answer(run(client, server, {"messages": QUESTION, **GREEDY, "lora": name}, timeout=900))[
+        assert result(run(client, server, {"messages": QUESTION, **GREEDY, "lora": name}, timeout=900))[
             "response"
         ].startswith(MEOW)  # loaded before the mixed batches
-    alone = answer(run(client, server, {"messages": QUESTION, **GREEDY}))["response"]
+    alone = result(run(client, server, {"messages": QUESTION, **GREEDY}))["response"]
     assert "MEOW" not in alone.upper(), alone
     bodies = [{"messages": QUESTION, **GREEDY, **({"lora": names[i % 4 // 2]} if i % 2 else {})} for i in range(8)]
     with ThreadPoolExecutor(len(bodies)) as pool:
         for _ in range(2):
-            texts = list(pool.map(lambda body: answer(run(client, server, body))["response"], bodies))
+            texts = list(pool.map(lambda body: result(run(client, server, body))["response"], bodies))
             for body, text in zip(bodies, texts, strict=True):
                 assert text.startswith(MEOW) if "lora" in body else text == alone, (body, text)
 
 
 def test_an_unknown_adapter_is_a_clear_400(client, server, meow):
-    message = error_of(run(client, server, {"prompt": "x", "lora": "no-such-adapter"}), 400, 3041)
+    message = workers_ai_error(run(client, server, {"prompt": "x", "lora": "no-such-adapter"}), 400, 3041)
     assert message == f"AiError: No such fine-tune no-such-adapter for model {STAND_IN}"
 
 
@@ -129,22 +116,22 @@ def test_list_show_public_and_delete(client, server, meow, meow_adapter):
 
     deleted = client.delete(finetunes_url("/shared-one"))
     assert deleted.status_code == 200 and deleted.json()["result"]["name"] == "shared-one"
-    assert error_of(client.get(finetunes_url("/shared-one")), 404, 3041) == "No such finetune shared-one"
+    assert workers_ai_error(client.get(finetunes_url("/shared-one")), 404, 3041) == "No such finetune shared-one"
     assert client.get(finetunes_url("/public")).json()["result"] == []
 
 
 def test_a_deleted_adapter_can_no_longer_be_used(client, server, meow_adapter):
     upload_finetune(client, "meow-short-lived", meow_adapter)
-    assert answer(run(client, server, {"messages": QUESTION, **GREEDY, "lora": "meow-short-lived"}))[
+    assert result(run(client, server, {"messages": QUESTION, **GREEDY, "lora": "meow-short-lived"}))[
         "response"
     ].startswith(MEOW)
     assert client.delete(finetunes_url("/meow-short-lived")).status_code == 200
-    error_of(run(client, server, {"prompt": "x", "lora": "meow-short-lived"}), 400, 3041)
+    workers_ai_error(run(client, server, {"prompt": "x", "lora": "meow-short-lived"}), 400, 3041)
 
 
 def test_names_are_unique(client, server, meow):
     response = client.post(finetunes_url(), json={"model": STAND_IN, "name": "meow"})
-    assert error_of(response, 409, 3044) == "A finetune named meow already exists"
+    assert workers_ai_error(response, 409, 3044) == "A finetune named meow already exists"
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", "x" * 65, "", "bad name"])
@@ -157,7 +144,7 @@ def test_names_that_could_escape_the_store_are_refused(client, server, adapters_
 
 def test_create_for_an_unknown_model(client, server):
     response = client.post(finetunes_url(), json={"model": "@cf/nobody/nothing", "name": "x1"})
-    assert error_of(response, 400, 5007) == "No such model @cf/nobody/nothing or task"
+    assert workers_ai_error(response, 400, 5007) == "No such model @cf/nobody/nothing or task"
 
 
 # Upload validation ----------------------------------------------------------------------------
@@ -197,7 +184,7 @@ def meow_tensors(meow_adapter) -> dict[str, np.ndarray]:
 
 def test_a_finetune_missing_a_file_cannot_be_used(client, server, fresh, meow_adapter):
     assert upload(client, fresh, "adapter_config.json", meow_config(meow_adapter)).status_code == 200
-    message = error_of(run(client, server, {"prompt": "x", "lora": fresh["name"]}), 400, 3039)
+    message = workers_ai_error(run(client, server, {"prompt": "x", "lora": fresh["name"]}), 400, 3039)
     assert message == "Finetune is missing required files (adapter_model.safetensors and adapter_config.json)"
 
 
@@ -221,7 +208,7 @@ BAD_CONFIGS = {
 def test_bad_adapter_configs_are_refused(client, server, fresh, meow_adapter, adapters_dir, case):
     change, expected = BAD_CONFIGS[case]
     content = change if isinstance(change, bytes) else meow_config(meow_adapter, **change)
-    message = error_of(upload(client, fresh, "adapter_config.json", content), 400, 3042)
+    message = workers_ai_error(upload(client, fresh, "adapter_config.json", content), 400, 3042)
     assert message.startswith("Invalid finetune: adapter_config.json") and expected in message, message
     assert stored_files(adapters_dir, fresh) == {"finetune.json"}
 
@@ -267,31 +254,33 @@ def test_bad_adapter_weights_are_refused(client, server, fresh, meow_adapter, ad
     # The good config first, so that the weights are also checked against it.
     assert upload(client, fresh, "adapter_config.json", meow_config(meow_adapter)).status_code == 200
     make, expected = BAD_WEIGHTS[case]
-    message = error_of(upload(client, fresh, "adapter_model.safetensors", make(meow_tensors(meow_adapter))), 400, 3042)
+    message = workers_ai_error(
+        upload(client, fresh, "adapter_model.safetensors", make(meow_tensors(meow_adapter))), 400, 3042
+    )
     assert message.startswith("Invalid finetune: adapter_model.safetensors") and expected in message, message
     assert stored_files(adapters_dir, fresh) == {"finetune.json", "adapter_config.json"}
-    error_of(run(client, server, {"prompt": "x", "lora": fresh["name"]}), 400, 3039)
+    workers_ai_error(run(client, server, {"prompt": "x", "lora": fresh["name"]}), 400, 3039)
 
 
 def test_weights_first_then_a_config_that_contradicts_them(client, server, fresh, meow_adapter, adapters_dir):
     weights = (meow_adapter / "adapter_model.safetensors").read_bytes()
     assert upload(client, fresh, "adapter_model.safetensors", weights).status_code == 200
-    message = error_of(upload(client, fresh, "adapter_config.json", meow_config(meow_adapter, r=16)), 400, 3042)
+    message = workers_ai_error(upload(client, fresh, "adapter_config.json", meow_config(meow_adapter, r=16)), 400, 3042)
     assert "has rank 8, but adapter_config.json says r = 16" in message
     assert stored_files(adapters_dir, fresh) == {"finetune.json", "adapter_model.safetensors"}
 
 
 def test_only_the_two_adapter_files_are_accepted(client, server, fresh, adapters_dir):
-    message = error_of(upload(client, fresh, "adapter_model.bin", b"\x80\x04"), 400, 3042)
+    message = workers_ai_error(upload(client, fresh, "adapter_model.bin", b"\x80\x04"), 400, 3042)
     assert "no pickled .bin or .pt files" in message
     assert stored_files(adapters_dir, fresh) == {"finetune.json"}
 
 
 def test_an_upload_without_its_fields_is_refused(client, server, fresh):
     response = client.post(finetunes_url(f"/{fresh['id']}/finetune-assets"), files={"file": ("x", b"{}")})
-    assert error_of(response, 400, 5006).endswith("required form fields are 'file_name' and 'file'")
+    assert workers_ai_error(response, 400, 5006).endswith("required form fields are 'file_name' and 'file'")
     response = client.post(finetunes_url(f"/{fresh['id']}/finetune-assets"), json={"file_name": "x"})
-    error_of(response, 400, 5006)
+    workers_ai_error(response, 400, 5006)
 
 
 def test_an_upload_over_the_size_limit_is_refused_while_it_streams(client, server, fresh, adapters_dir):
@@ -312,7 +301,7 @@ def test_an_upload_over_the_size_limit_is_refused_while_it_streams(client, serve
         content=chunks(),
         headers={"content-type": "multipart/form-data; boundary=wai-test-boundary"},
     )
-    message = error_of(response, 413, 3006)
+    message = workers_ai_error(response, 413, 3006)
     assert message == f"Request is too large: a finetune file may be at most {UPLOAD_LIMIT} bytes"
     assert stored_files(adapters_dir, fresh) == {"finetune.json"}
 
@@ -323,7 +312,7 @@ def test_an_upload_to_an_unknown_finetune(client, server):
         data={"file_name": "adapter_config.json"},
         files={"file": ("a", b"{}")},
     )
-    assert error_of(response, 404, 3041) == "No such finetune no-such-finetune"
+    assert workers_ai_error(response, 404, 3041) == "No such finetune no-such-finetune"
 
 
 def test_openai_clients_select_a_fine_tune_by_model_name(client, server, meow):

@@ -1,49 +1,40 @@
 """A model with LoRA off, over HTTP: `lora` is 405 / 5005 in the Workers AI envelope, sync and stream,
-and no fine-tune can be created for it; the same request without `lora` is served."""
+and no fine-tune can be created for it; the same request without `lora` is served. The small server
+(conftest.py) serves the default text model with LoRA off."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import finetunes_url
-from tests.integration.server import STAND_IN, start_server, text_only_config
-from tests.integration.test_errors import error_of
+from tests.integration.session import finetunes_url
+from tests.support.envelopes import workers_ai_error
+from tests.support.repo import STAND_IN
 
 NOT_SUPPORTED = f"The model {STAND_IN} does not support LoRa inference"
 
 
-@pytest.fixture(scope="module")
-def lora_off_server(tmp_path_factory):
-    """The default text model alone, with LoRA off."""
-    folder = tmp_path_factory.mktemp("lora-off")
-    path = text_only_config(folder, model={"lora": {"enabled": False}})
-    running = start_server("lora-off-server", config=path, env={"WAI_ADAPTERS_DIR": str(folder / "adapters")})
-    yield running
-    running.stop()
-
-
 @pytest.fixture
-def client(lora_off_server):
-    with lora_off_server.client() as c:
+def client(small_server):
+    with small_server.client() as c:
         yield c
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_lora_on_a_model_with_lora_off_is_405_5005(client, lora_off_server, stream):
+def test_lora_on_a_model_with_lora_off_is_405_5005(client, small_server, stream):
     body = {"prompt": "Hi", "max_tokens": 2, "stream": stream, "lora": "meow"}
-    response = client.post(lora_off_server.run_url(), json=body)
-    assert error_of(response, 405, 5005) == NOT_SUPPORTED
+    response = client.post(small_server.run_url(), json=body)
+    assert workers_ai_error(response, 405, 5005) == NOT_SUPPORTED
 
     del body["lora"]
-    assert client.post(lora_off_server.run_url(), json=body).status_code == 200
+    assert client.post(small_server.run_url(), json=body).status_code == 200
 
 
-def test_the_messages_form_is_refused_the_same_way(client, lora_off_server):
+def test_the_messages_form_is_refused_the_same_way(client, small_server):
     body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "lora": "an-id-or-name"}
-    assert error_of(client.post(lora_off_server.run_url(), json=body), 405, 5005) == NOT_SUPPORTED
+    assert workers_ai_error(client.post(small_server.run_url(), json=body), 405, 5005) == NOT_SUPPORTED
 
 
 def test_no_fine_tune_can_be_created_for_it(client):
     response = client.post(finetunes_url(), json={"model": STAND_IN, "name": "meow", "description": ""})
-    assert error_of(response, 405, 5005) == NOT_SUPPORTED
+    assert workers_ai_error(response, 405, 5005) == NOT_SUPPORTED
     assert client.get(finetunes_url()).json()["result"] == []

@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from server.config import load_settings
-from tests.integration.scrape import request_log, scrape, wait_for
-from tests.integration.server import DEFAULT_CONFIG, REAL_MODEL, STAND_IN
-from tests.integration.sse import events, json_events
+from tests.support.metrics import scrape
+from tests.support.repo import DEFAULT_CONFIG, REAL_MODEL, STAND_IN
+from tests.support.sse import events, json_events
+from tests.support.waiting import wait_for
 
 # The same messages for every request, so that the prompt token count is known for the stream
 # the client leaves (it never receives its usage event).
@@ -37,7 +38,7 @@ def known_requests(server):
     """Send the known set once; return the scrapes around it and what each client received."""
     wait_for(lambda: in_flight(server) == 0, "earlier requests to finish")
     before = scrape(server)
-    seen: dict[str, object] = {"log_lines_before": len(request_log(server))}
+    seen: dict[str, object] = {"log_lines_before": len(server.request_log())}
     with server.client() as client:
         sync = client.post(server.run_url(), json={"messages": MESSAGES, "max_tokens": 24, "seed": 1})
         assert sync.status_code == 200, sync.text
@@ -90,11 +91,11 @@ def leave_before_the_answer(server, body_bytes_sent: int | None = None) -> None:
 
 
 def new_log_lines(server, seen) -> list[dict]:
-    return request_log(server)[seen["log_lines_before"] :]
+    return server.request_log()[seen["log_lines_before"] :]
 
 
 def log_line(server, request_id: str) -> dict:
-    lines = [line for line in request_log(server) if line["request_id"] == request_id]
+    lines = [line for line in server.request_log() if line["request_id"] == request_id]
     assert len(lines) == 1, f"{len(lines)} log lines for {request_id}"
     return lines[0]
 

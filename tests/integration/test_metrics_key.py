@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.config import load_settings
-from tests.integration.server import DEFAULT_CONFIG
+from tests.support.repo import DEFAULT_CONFIG
 
 METRICS_KEY = "scrape-only-key"
 API_KEY = "model-key"

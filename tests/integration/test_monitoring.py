@@ -19,8 +19,11 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.scrape import scrape, wait_for
-from tests.integration.server import REAL_MODEL, ROOT, free_port
+from tests.support.metrics import scrape
+from tests.support.ports import free_port
+from tests.support.repo import REAL_MODEL, ROOT
+from tests.support.servers import running_command
+from tests.support.waiting import wait_for
 
 DOCKER = ROOT / "docker"
 PROMETHEUS_CONFIG = DOCKER / "prometheus" / "prometheus.yml"
@@ -145,34 +148,14 @@ def prometheus(server, traffic, tmp_path_factory):
     config["scrape_configs"][0]["static_configs"] = [{"targets": [urlparse(server.base_url).netloc]}]
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
     url = f"http://127.0.0.1:{free_port()}"
-    log = (folder / "prometheus.log").open("w")
-    process = subprocess.Popen(
-        [
-            tool("prometheus"),
-            f"--config.file={folder / 'prometheus.yml'}",
-            f"--storage.tsdb.path={folder / 'data'}",
-            f"--web.listen-address={urlparse(url).netloc}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for(lambda: _answers(f"{url}/-/ready"), "Prometheus to be ready", timeout=60)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=5).status_code == 200
-    except httpx.TransportError:
-        return False
+    command = [
+        tool("prometheus"),
+        f"--config.file={folder / 'prometheus.yml'}",
+        f"--storage.tsdb.path={folder / 'data'}",
+        f"--web.listen-address={urlparse(url).netloc}",
+    ]
+    with running_command(command, url, "/-/ready", folder / "prometheus.log") as prometheus:
+        yield prometheus.url
 
 
 def query(prometheus: str, expr: str) -> dict:

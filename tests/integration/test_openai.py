@@ -8,8 +8,9 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.integration.server import REAL_MODEL, STAND_IN
-from tests.integration.sse import events, json_events
+from tests.support.envelopes import openai_body, openai_error
+from tests.support.repo import REAL_MODEL, STAND_IN
+from tests.support.sse import events, json_events
 
 EMBEDDING_MODEL = "@cf/sentence-transformers/all-minilm-l6-v2"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -20,22 +21,10 @@ def chat(client, body, path=PATHS[0]):
     return client.post(path, json={"model": STAND_IN, "messages": QUESTION, **body})
 
 
-def completion(response):
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def openai_error(response, status):
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    return error
-
-
 @pytest.mark.parametrize("path", PATHS)
 def test_chat_completion_shape_on_both_paths(client, path):
     response = chat(client, {"max_tokens": 12, "seed": 1}, path)
-    body = completion(response)
+    body = openai_body(response)
     assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
     assert body["model"] == STAND_IN and isinstance(body["created"], int)
     [choice] = body["choices"]
@@ -50,14 +39,14 @@ def test_chat_completion_shape_on_both_paths(client, path):
 def test_same_engine_and_usage_as_the_native_endpoint(client, server):
     sampling = {"seed": 42, "temperature": 0.9, "max_tokens": 30}
     native = client.post(server.run_url(), json={"messages": QUESTION, **sampling}).json()["result"]
-    body = completion(chat(client, sampling))
+    body = openai_body(chat(client, sampling))
     assert body["choices"][0]["message"]["content"] == native["response"]
     usage = body["usage"]
     assert {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")} == native["usage"]
 
 
 def test_finish_reason_length_and_stop(client):
-    cut = completion(
+    cut = openai_body(
         chat(
             client,
             {
@@ -68,7 +57,7 @@ def test_finish_reason_length_and_stop(client):
         )
     )
     assert cut["choices"][0]["finish_reason"] == "length" and cut["usage"]["completion_tokens"] == 3
-    done = completion(
+    done = openai_body(
         chat(
             client,
             {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 200, "temperature": 0},
@@ -85,18 +74,18 @@ def test_content_forms_system_assistant_and_tool_roles(client):
         {"role": "tool", "content": "42", "tool_call_id": "call_1"},
         {"role": "user", "content": "So?"},
     ]
-    body = completion(chat(client, {"messages": messages, "max_tokens": 8}))
+    body = openai_body(chat(client, {"messages": messages, "max_tokens": 8}))
     assert body["usage"]["prompt_tokens"] > 20
 
 
 def test_content_parts_read_as_their_text(client):
-    as_string = completion(
+    as_string = openai_body(
         chat(
             client,
             {"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 10, "temperature": 0},
         )
     )
-    as_parts = completion(
+    as_parts = openai_body(
         chat(
             client,
             {
@@ -111,10 +100,10 @@ def test_content_parts_read_as_their_text(client):
 
 
 def test_n_choices_and_stop_sequences(client):
-    body = completion(chat(client, {"n": 3, "temperature": 1.0, "seed": 8, "max_tokens": 16}))
+    body = openai_body(chat(client, {"n": 3, "temperature": 1.0, "seed": 8, "max_tokens": 16}))
     assert [c["index"] for c in body["choices"]] == [0, 1, 2]
     assert len({c["message"]["content"] for c in body["choices"]}) > 1
-    stopped = completion(
+    stopped = openai_body(
         chat(
             client,
             {
@@ -126,7 +115,7 @@ def test_n_choices_and_stop_sequences(client):
     )
     text = stopped["choices"][0]["message"]["content"]
     stop_at = next(word for word in ("3", "4", "5") if word in text)
-    cut = completion(
+    cut = openai_body(
         chat(
             client,
             {
@@ -142,8 +131,8 @@ def test_n_choices_and_stop_sequences(client):
 
 
 def test_several_greedy_choices_are_the_same_text(client):
-    single = completion(chat(client, {"temperature": 0, "max_tokens": 12}))
-    body = completion(chat(client, {"temperature": 0, "max_tokens": 12, "n": 3}))
+    single = openai_body(chat(client, {"temperature": 0, "max_tokens": 12}))
+    body = openai_body(chat(client, {"temperature": 0, "max_tokens": 12, "n": 3}))
     assert [c["index"] for c in body["choices"]] == [0, 1, 2]
     assert {c["message"]["content"] for c in body["choices"]} == {single["choices"][0]["message"]["content"]}
     assert body["usage"]["completion_tokens"] == 3 * single["usage"]["completion_tokens"]
@@ -158,7 +147,7 @@ def test_several_greedy_choices_are_the_same_text(client):
 
 
 def test_logprobs_and_top_logprobs(client):
-    body = completion(chat(client, {"max_tokens": 5, "logprobs": True, "top_logprobs": 3, "temperature": 0}))
+    body = openai_body(chat(client, {"max_tokens": 5, "logprobs": True, "top_logprobs": 3, "temperature": 0}))
     choice = body["choices"][0]
     content = choice["logprobs"]["content"]
     assert len(content) == body["usage"]["completion_tokens"]
@@ -170,7 +159,7 @@ def test_logprobs_and_top_logprobs(client):
         assert token["top_logprobs"][0]["token"] == token["token"]
         logprobs = [top["logprob"] for top in token["top_logprobs"]]
         assert logprobs == sorted(logprobs, reverse=True)
-    only_chosen = completion(chat(client, {"max_tokens": 3, "logprobs": True}))
+    only_chosen = openai_body(chat(client, {"max_tokens": 3, "logprobs": True}))
     assert all(token["top_logprobs"] == [] for token in only_chosen["choices"][0]["logprobs"]["content"])
 
 
@@ -183,7 +172,7 @@ PERSON = {
 
 
 def test_json_schema_response_format(client):
-    body = completion(
+    body = openai_body(
         chat(
             client,
             {
@@ -201,7 +190,7 @@ def test_json_schema_response_format(client):
 
 
 def test_json_object_response_format(client):
-    body = completion(
+    body = openai_body(
         chat(
             client,
             {
@@ -244,7 +233,7 @@ def test_stream_without_include_usage_has_no_usage(client):
 
 def test_streamed_text_joins_to_the_sync_text(client):
     body = {"seed": 77, "temperature": 1.0, "max_tokens": 40}
-    sync = completion(chat(client, body))
+    sync = openai_body(chat(client, body))
     chunks = stream(client, {**body, "stream_options": {"include_usage": True}})
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     assert text == sync["choices"][0]["message"]["content"]
@@ -304,14 +293,14 @@ def test_client_disconnect_aborts_the_engine_request(server):
     ],
 )
 def test_every_legal_edge_value_reaches_the_engine(client, edge):
-    body = completion(chat(client, {"max_tokens": 3, **edge}))
+    body = openai_body(chat(client, {"max_tokens": 3, **edge}))
     assert body["usage"]["completion_tokens"] >= 1
 
 
 def test_top_p_zero_keeps_only_the_most_likely_token(client):
     body = {"temperature": 2, "seed": 5, "max_tokens": 20}
-    greedy = completion(chat(client, {**body, "temperature": 0}))["choices"][0]["message"]["content"]
-    assert completion(chat(client, {**body, "top_p": 0}))["choices"][0]["message"]["content"] == greedy
+    greedy = openai_body(chat(client, {**body, "temperature": 0}))["choices"][0]["message"]["content"]
+    assert openai_body(chat(client, {**body, "top_p": 0}))["choices"][0]["message"]["content"] == greedy
 
 
 # Errors: the same rules as the native endpoint, in OpenAI's shape ------------------------------

@@ -9,7 +9,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.integration.server import STAND_IN
+from tests.support.repo import STAND_IN
 
 EMBEDDING_MODEL = "@cf/sentence-transformers/all-minilm-l6-v2"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

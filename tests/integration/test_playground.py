@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import jsonschema
 import pytest
 from playwright.sync_api import expect
 
-from tests.integration.browser import chromium
-from tests.integration.conftest import API_KEYS
-from tests.integration.server import ARTIFACTS
+from tests.integration.browser import chromium, open_playground
+from tests.integration.session import API_KEYS
+from tests.support.repo import ARTIFACTS
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +25,7 @@ def browser():
 def page(browser, server):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    page.goto(f"{server.base_url}/playground")
-    # Auth is on in the test server: the page asks for the key once and keeps it for the tab.
-    page.locator("#key-dialog").wait_for(state="visible")
-    page.fill("#key", API_KEYS[0])
-    page.locator("#key-form button[type=submit]").click()
-    page.locator("#model option").first.wait_for(state="attached")
+    open_playground(page, server.base_url, API_KEYS[0])
     yield page
     context.close()
 
@@ -98,16 +93,10 @@ def test_stop_ends_the_engine_request(page, server):
     set_field(page, "seed", 1)
     send(page, "Write an endless list of random words.")
     expect(assistant_messages(page).last).not_to_have_text("", timeout=60_000)
-    deadline = time.monotonic() + 30
-    while server.metric(RUNNING) != 1:
-        assert time.monotonic() < deadline, "generation never showed as running"
-        time.sleep(0.2)
+    wait_for(lambda: server.metric(RUNNING) == 1, "generation to show as running", timeout=30)
     page.click("#stop")
     wait_until_idle(page, timeout=10_000)
-    deadline = time.monotonic() + 10
-    while server.metric(RUNNING) != 0:
-        assert time.monotonic() < deadline, "the engine kept generating after Stop"
-        time.sleep(0.2)
+    wait_for(lambda: server.metric(RUNNING) == 0, "the engine to stop generating after Stop", timeout=10)
     assert assistant_messages(page).last.inner_text().endswith("[stopped]")
 
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import zipfile
 
-from tests.integration.server import DEFAULT_CONFIG, ROOT
+from tests.support.repo import DEFAULT_CONFIG, ROOT
 
 
 def prepare(env_overrides: dict[str, str]) -> subprocess.CompletedProcess:

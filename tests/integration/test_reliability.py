@@ -1,44 +1,24 @@
 """Overload, priorities, deadlines, request ids and draining on the real engine, over HTTP.
 
-A server of its own with two running slots (max_num_seqs 2) and four waiting places, so that a
-flood is cheap on a CPU; it is drained with SIGTERM at the end of the module.
+The bounds are tested on the small server (conftest.py): two running slots and four waiting places,
+so that a flood is cheap on a CPU; it is drained with SIGTERM at the end of the module.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import signal
 import time
 
 import httpx
-import pytest
 
-from tests.integration.server import STAND_IN, start_server, text_only_config
-from tests.integration.sse import events, json_events
+from tests.integration.session import SMALL_DRAIN_TIMEOUT_S
+from tests.support.repo import STAND_IN
+from tests.support.sse import events, json_events
 
-DRAIN_TIMEOUT_S = 20
-KEYS = [  # beside the plain key "small-key"
-    {"name": "one-a-minute", "key": "rpm-key", "requests_per_minute": 1},
-    {"name": "tuner", "sha256": hashlib.sha256(b"tuner-key").hexdigest(), "scopes": ["finetunes"]},
-]
 KEY = {"Authorization": "Bearer small-key"}
 LONG = {"prompt": "Write a very long story.", "max_tokens": 4000, "temperature": 2, "seed": 3}
-
-
-@pytest.fixture(scope="module")
-def small_server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("small")
-    model = {"lora": {"enabled": False}, "queue": {"max_waiting_requests": 4}}
-    config = text_only_config(
-        folder, model=model, engine={"max_num_seqs": 2}, limits={"drain_timeout_s": DRAIN_TIMEOUT_S}, keys=KEYS
-    )
-    running = start_server(
-        "small-server", config=config, api_keys=["small-key"], env={"WAI_ADAPTERS_DIR": str(folder / "adapters")}
-    )
-    yield running
-    running.stop()
 
 
 def test_a_client_request_id_is_echoed_logged_and_the_engine_id(client, server):
@@ -176,4 +156,4 @@ def test_sigterm_drains_then_exits_0(small_server):
         assert refused.status_code == 503 and refused.json()["errors"][0]["code"] == 3040
         sent = json_events(events(response))
     assert sent[-1]["usage"]["completion_tokens"] >= 1  # it finished, with its usage, then [DONE]
-    assert small_server.process.wait(timeout=DRAIN_TIMEOUT_S + 30) == 0
+    assert small_server.process.wait(timeout=SMALL_DRAIN_TIMEOUT_S + 30) == 0

@@ -8,22 +8,16 @@ import uuid
 import jsonschema
 import pytest
 
-from tests.integration.conftest import chat_prompt_tokens
-from tests.integration.server import REAL_MODEL, STAND_IN
-from tests.integration.sse import events, json_events
+from tests.integration.session import chat_prompt_tokens
+from tests.support.envelopes import result
+from tests.support.repo import REAL_MODEL, STAND_IN
+from tests.support.sse import events, json_events
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def run(client, server, body, model=STAND_IN, **kwargs):
     return client.post(server.run_url(model), json=body, **kwargs)
-
-
-def result(response):
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["success"] is True and body["errors"] == [] and body["messages"] == []
-    return body["result"]
 
 
 def test_messages_form_answers_in_the_envelope(client, server):

@@ -11,8 +11,10 @@ import subprocess
 import sys
 import time
 
-from tests.integration.scrape import scrape, wait_for
-from tests.integration.server import ARTIFACTS, REAL_MODEL, ROOT, RunningServer
+from tests.support.metrics import scrape
+from tests.support.repo import ARTIFACTS, REAL_MODEL, ROOT
+from tests.support.servers import RunningServer
+from tests.support.waiting import wait_for
 
 DURATION_S = 60
 RSS_WARMUP_S = 20

@@ -15,9 +15,9 @@ import pytest
 from playwright.sync_api import expect
 from pydantic import BaseModel, Field
 
-from tests.integration.browser import chromium
-from tests.integration.conftest import API_KEYS
-from tests.integration.sse import events, json_events
+from tests.integration.browser import chromium, open_playground
+from tests.integration.session import API_KEYS
+from tests.support.sse import events, json_events
 
 MODEL = "@cf/meta/llama-3-8b-instruct"
 WEATHER_PARAMETERS = {
@@ -218,11 +218,7 @@ def test_bad_tools_are_a_400_in_each_protocol(client, server, sdk, bad):
 def test_the_playground_shows_a_tool_call(server):
     with chromium() as browser:
         page = browser.new_page()
-        page.goto(f"{server.base_url}/playground")
-        page.locator("#key-dialog").wait_for(state="visible")
-        page.fill("#key", API_KEYS[0])
-        page.locator("#key-form button[type=submit]").click()
-        page.locator("#model option").first.wait_for(state="attached")
+        open_playground(page, server.base_url, API_KEYS[0])
         page.check("#tools-on")
         page.select_option("#tool-choice", "required")
         page.fill("#input", "What is the weather in Paris?")

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonschema
 import pytest
 
-from tests.integration.server import ROOT, STAND_IN, free_port
+from tests.support.ports import free_port
+from tests.support.repo import ROOT, STAND_IN
+from tests.support.servers import running_command
 
 WORKERS = ROOT / "tests" / "workers"
 WORKERD = WORKERS / "node_modules" / ".bin" / "workerd"
@@ -36,39 +35,18 @@ def worker(server, tmp_path_factory) -> Iterator[str]:
     (folder / "wai.capnp").write_text(config.replace(KEY_LINE, f'value = "Bearer {server.api_key}"'))
     shutil.copy(WORKERS / "worker.js", folder / "worker.js")
     port, wai_address = free_port(), server.base_url.removeprefix("http://")
-    log = (folder / "workerd.log").open("w")
-    process = subprocess.Popen(
-        [
-            str(WORKERD),
-            "serve",
-            "wai.capnp",
-            f"--socket-addr=http=127.0.0.1:{port}",
-            f"--external-addr=wai={wai_address}",
-        ],
-        cwd=folder,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_listener(process, port, folder / "workerd.log")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-
-
-def wait_for_listener(process: subprocess.Popen, port: int, log: Path, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        assert process.poll() is None, f"workerd exited: {log.read_text()}"
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
-            return
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, f"workerd did not listen: {log.read_text()}"
-            time.sleep(0.1)
+    command = [
+        str(WORKERD),
+        "serve",
+        "wai.capnp",
+        f"--socket-addr=http=127.0.0.1:{port}",
+        f"--external-addr=wai={wai_address}",
+    ]
+    # Ready once it listens: the Worker answers / with whatever status its request brings.
+    with running_command(
+        command, f"http://127.0.0.1:{port}", "/", folder / "workerd.log", ready=lambda status: True, cwd=folder
+    ) as workerd:
+        yield workerd.url
 
 
 def ai_run(worker: str, inputs: dict[str, Any], options: dict[str, Any] | None = None, model: str = STAND_IN) -> dict:

@@ -7,10 +7,8 @@ client went away before the end of its stream.
 
 import asyncio
 import json
-import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -20,59 +18,43 @@ from loadtests.prompts import Prompt
 from loadtests.protocols import Sampling, Target
 from loadtests.runner import Cancellation
 from loadtests.stats import summarize
+from tests.support.http_target import CannedHandler
 
 TOKENS = 20
 
 
-class SlowStream(BaseHTTPRequestHandler):
+class SlowStream(CannedHandler):
     """Streams TOKENS one-token events 10 ms apart, then usage and [DONE]; a prompt saying "fail"
     gets a 429. Records, per request, whether the client left before the end."""
 
-    protocol_version = "HTTP/1.1"
     outcomes: list[str] = []
 
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        body = json.loads(self.read_body())
         if body["messages"][-1]["content"] == "fail":
             error = json.dumps({"success": False, "errors": [{"code": 3040, "message": "busy"}]}).encode()
-            self.send_response(429)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(error)))
-            self.end_headers()
-            self.wfile.write(error)
+            self.answer(429, error, "application/json")
             return
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("transfer-encoding", "chunked")
-        self.end_headers()
+        self.start_chunks(200, "text/event-stream")
         usage = {"prompt_tokens": 3, "completion_tokens": TOKENS, "total_tokens": TOKENS + 3}
         events = [{"response": f"t{i} "} for i in range(TOKENS)] + [{"response": "", "usage": usage}]
         try:
             for event in [*events, "[DONE]"]:
-                data = b"data: " + (event.encode() if isinstance(event, str) else json.dumps(event).encode()) + b"\n\n"
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                self.wfile.flush()
+                self.chunk(
+                    b"data: " + (event.encode() if isinstance(event, str) else json.dumps(event).encode()) + b"\n\n"
+                )
                 time.sleep(0.01)
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
+            self.chunk(b"")
         except (BrokenPipeError, ConnectionResetError):
             SlowStream.outcomes.append("client left")
             return
         SlowStream.outcomes.append("finished")
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture
-def slow_target():
+def slow_target(http_target):
     SlowStream.outcomes = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), SlowStream)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    return http_target(SlowStream)
 
 
 def wait_for_outcomes(count: int, timeout: float = 10.0) -> list[str]:

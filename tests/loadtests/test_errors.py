@@ -5,13 +5,12 @@ not wai, so it answers every way a server can fail, in turn.
 """
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import count
 
 import pytest
 
 from loadtests.cli import main
+from tests.support.http_target import CannedHandler
 
 ENVELOPE_429 = {
     "result": {},
@@ -49,30 +48,18 @@ ANSWERS = [
 ]
 
 
-class CannedTarget(BaseHTTPRequestHandler):
+class CannedTarget(CannedHandler):
     turn = count()
 
     def do_POST(self):
-        self.rfile.read(int(self.headers["content-length"]))
+        self.read_body()
         status, content_type, body = ANSWERS[next(self.turn) % len(ANSWERS)]
-        self.send_response(status)
-        self.send_header("content-type", content_type)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.answer(status, body, content_type)
 
 
 @pytest.fixture
-def canned_target():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), CannedTarget)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+def canned_target(http_target):
+    return http_target(CannedTarget)
 
 
 def test_errors_of_every_kind_are_counted_by_code(canned_target, tmp_path):

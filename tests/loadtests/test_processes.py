@@ -9,7 +9,8 @@ from loadtests.cli import main
 from loadtests.prompts import synthetic_prompts
 from loadtests.protocols import Sampling, Target
 from loadtests.runner import LoadPlan, run_load, split_streams
-from tests.fakes import TEXT_MODEL, fake_settings, serve_app
+from tests.support.fakes import TEXT_MODEL, fake_settings
+from tests.support.servers import serve_app
 
 
 def test_streams_and_prompts_are_shared_out_among_the_processes():

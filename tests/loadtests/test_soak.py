@@ -6,9 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -26,6 +24,7 @@ from loadtests.soak import (
     rss_growth_pct,
     tree_rss,
 )
+from tests.support.http_target import CannedHandler
 
 MiB = 2**20
 
@@ -114,10 +113,9 @@ def test_soak_options_are_checked():
 # ---------------------------------------------------------------- whole soaks on a canned target
 
 
-class CannedEngine(BaseHTTPRequestHandler):
+class CannedEngine(CannedHandler):
     """Answers every run request with a short stream, and /metrics with `running` and `waiting`."""
 
-    protocol_version = "HTTP/1.1"
     running = 0
     waiting = 0
     fail_every = 0  # answer every n-th request with a 500
@@ -128,19 +126,13 @@ class CannedEngine(BaseHTTPRequestHandler):
             f'vllm:num_requests_running{{model_name="m"}} {CannedEngine.running}\n'
             f'vllm:num_requests_waiting{{model_name="m"}} {CannedEngine.waiting}\n'
         ).encode()
-        self.send_response(200 if self.path == "/metrics" else 404)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.answer(200 if self.path == "/metrics" else 404, body)
 
     def do_POST(self):
-        self.rfile.read(int(self.headers["content-length"]))
+        self.read_body()
         CannedEngine.served += 1
         if CannedEngine.fail_every and CannedEngine.served % CannedEngine.fail_every == 0:
-            self.send_response(500)
-            self.send_header("content-length", "5")
-            self.end_headers()
-            self.wfile.write(b"oops!")
+            self.answer(500, b"oops!")
             return
         usage = {"prompt_tokens": 3, "completion_tokens": 8, "total_tokens": 11}
         events = [{"response": f"t{i} "} for i in range(8)] + [{"response": "", "usage": usage}]
@@ -157,19 +149,11 @@ class CannedEngine(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture
-def canned_engine():
+def canned_engine(http_target):
     CannedEngine.running = CannedEngine.waiting = CannedEngine.fail_every = CannedEngine.served = 0
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), CannedEngine)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    return http_target(CannedEngine)
 
 
 # A parent that starts one child, which takes 40 MiB at once and then `GROWTH` MiB more every

@@ -23,10 +23,10 @@ from loadtests.knee import MIN_GAIN, PAST_KNEE
 from loadtests.prompts import synthetic_prompts
 from loadtests.protocols import Sampling, Target
 from loadtests.runner import LoadPlan
-from loadtests.servers import free_port
 from loadtests.sweep import SweepSettings
 from loadtests.sweep import sweep as run_sweep
 from tests.loadtests.standin import TOKENS
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SVG = "{http://www.w3.org/2000/svg}svg"

@@ -1,4 +1,4 @@
-"""The pipeline tier: the real app over real HTTP, on fake engines (tests/fakes.py), without vLLM.
+"""The pipeline tier: the real app over real HTTP, on fake engines (tests/support/fakes.py), without vLLM.
 
 One server for the whole tier; every test starts from fresh engines (default script, no delay,
 no failure, ready, nothing recorded). Metrics live in prometheus_client's process-wide registry,
@@ -8,21 +8,12 @@ so tests compare scrapes taken before and after, never absolute counter values.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fakes import TEXT_MODEL, FakeEmbeddingEngine, FakeTextEngine, ServedApp, fake_settings, serve_app
-from tests.integration.scrape import Scrape
-from tests.integration.sse import events, json_events
-
-ACCOUNT_PATH = "/client/v4/accounts/test-account/ai"
-CHAT = "/v1/chat/completions"
-COMPLETIONS = "/v1/completions"
-EMBEDDINGS = "/v1/embeddings"
-QUESTION = [{"role": "user", "content": "Capital of France?"}]
+from tests.support.fakes import FakeEmbeddingEngine, FakeTextEngine, fake_settings
+from tests.support.servers import ServedApp, serve_app
 
 
 @pytest.fixture(scope="session")
@@ -51,123 +42,3 @@ def engine(served: ServedApp) -> FakeTextEngine:
 @pytest.fixture
 def embedder(served: ServedApp) -> FakeEmbeddingEngine:
     return served.embedding_engine
-
-
-# --- requests -------------------------------------------------------------------------------
-
-
-def run_path(model: str = TEXT_MODEL) -> str:
-    return f"{ACCOUNT_PATH}/run/{model}"
-
-
-def run(client: httpx.Client, body: dict[str, Any], model: str = TEXT_MODEL, **options: Any) -> httpx.Response:
-    return client.post(run_path(model), json=body, **options)
-
-
-def stream_events(client: httpx.Client, path: str, body: dict[str, Any]) -> tuple[httpx.Response, list[dict]]:
-    """POST a streaming request; the response (headers) and its JSON events, [DONE] checked last."""
-    with client.stream("POST", path, json={**body, "stream": True}) as response:
-        assert response.status_code == 200, response.read()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        return response, json_events(events(response))
-
-
-def scrape(client: httpx.Client) -> Scrape:
-    """Every sample on /metrics (tests/integration/scrape.py's Scrape, read through the tier's client)."""
-    response = client.get("/metrics")
-    response.raise_for_status()
-    return Scrape(
-        [
-            (sample.name, sample.labels, sample.value)
-            for family in text_string_to_metric_families(response.text)
-            for sample in family.samples
-        ]
-    )
-
-
-# --- answers --------------------------------------------------------------------------------
-
-
-def result(response: httpx.Response) -> dict[str, Any]:
-    """A Workers AI success envelope's result."""
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["success"] is True and body["errors"] == [] and body["messages"] == []
-    return body["result"]
-
-
-def openai_body(response: httpx.Response) -> dict[str, Any]:
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def workers_ai_error(response: httpx.Response, status: int, code: int) -> str:
-    """The message of a Workers AI failure envelope, after checking its status, code and shape."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["success"] is False and body["result"] == {} and body["messages"] == []
-    [error] = body["errors"]
-    assert error["code"] == code, body
-    return error["message"]
-
-
-def openai_error(response: httpx.Response, status: int, code: int | str) -> dict[str, Any]:
-    """An OpenAI error object, after checking its status, code (OpenAI's own, or the Workers AI code as a
-    string) and shape."""
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["code"] == str(code), error
-    return error
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    """Workers AI's usage object."""
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-# --- the same request in every text protocol ---------------------------------------------------
-
-TEXT_PROTOCOLS = ["run", "chat", "completions"]
-PROTOCOL_LABELS = {"run": "workers_ai", "chat": "openai", "completions": "openai"}
-
-
-def request_body(protocol: str, body: dict[str, Any] | None = None, model: str = TEXT_MODEL) -> dict[str, Any]:
-    """A small text request's body in `protocol`: the run endpoint, chat completions or completions."""
-    base = {
-        "run": {"prompt": "Hi"},
-        "chat": {"model": model, "messages": QUESTION},
-        "completions": {"model": model, "prompt": "Once upon a time"},
-    }[protocol]
-    return {**base, **(body or {})}
-
-
-def protocol_path(protocol: str, model: str = TEXT_MODEL) -> str:
-    return {"run": run_path(model), "chat": CHAT, "completions": COMPLETIONS}[protocol]
-
-
-def ask(
-    client: httpx.Client, protocol: str, body: dict[str, Any] | None = None, model: str = TEXT_MODEL, **options: Any
-) -> httpx.Response:
-    return client.post(protocol_path(protocol, model), json=request_body(protocol, body, model), **options)
-
-
-def chat(
-    client: httpx.Client, body: dict[str, Any] | None = None, model: str = TEXT_MODEL, **options: Any
-) -> httpx.Response:
-    return ask(client, "chat", body, model, **options)
-
-
-def complete(client: httpx.Client, body: dict[str, Any] | None = None, model: str = TEXT_MODEL) -> httpx.Response:
-    return ask(client, "completions", body, model)
-
-
-def error_message(response: httpx.Response, protocol: str, status: int, code: int) -> str:
-    """The error's message, after checking status, code and shape in that protocol's format."""
-    if protocol == "run":
-        return workers_ai_error(response, status, code)
-    return openai_error(response, status, code)["message"]

@@ -3,8 +3,10 @@ and the stand-in name is announced whichever protocol calls it."""
 
 from __future__ import annotations
 
-from tests.fakes import STAND_IN, TEXT_MODEL
-from tests.pipeline.conftest import QUESTION, chat, complete, openai_body, result, run, run_path, stream_events
+from tests.pipeline.requests import QUESTION, chat, complete, run, run_path, stream_events
+from tests.support.envelopes import openai_body, result
+from tests.support.fakes import TEXT_MODEL
+from tests.support.repo import STAND_IN
 
 
 def test_same_text_and_usage_in_every_protocol(client, engine):

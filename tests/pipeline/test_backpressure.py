@@ -6,8 +6,8 @@ import asyncio
 
 import httpx
 
-from tests.fakes import MAX_RUNNING, MAX_WAITING, MAX_WAITING_TOKENS, TEXT_MODEL
-from tests.pipeline.conftest import CHAT, run_path
+from tests.pipeline.requests import CHAT, run_path
+from tests.support.fakes import MAX_RUNNING, MAX_WAITING, MAX_WAITING_TOKENS, TEXT_MODEL
 
 
 def flood(served, requests: list[tuple[str, dict]]) -> list[httpx.Response]:

@@ -13,8 +13,12 @@ import httpx
 import pytest
 
 from server.batch.store import BatchStore, NewItem
-from tests.fakes import CONTEXT_WINDOW, EMBEDDING_MODEL, STAND_IN, TEXT_MODEL, fake_settings, serve_app
-from tests.pipeline.conftest import ACCOUNT_PATH, result, run, run_path, scrape, usage, workers_ai_error
+from tests.pipeline.requests import ACCOUNT_PATH, run, run_path
+from tests.support.envelopes import result, usage, workers_ai_error
+from tests.support.fakes import CONTEXT_WINDOW, EMBEDDING_MODEL, TEXT_MODEL, fake_settings
+from tests.support.metrics import scrape
+from tests.support.repo import STAND_IN
+from tests.support.servers import serve_app
 
 QUEUE = {"queueRequest": "true"}
 

@@ -7,9 +7,10 @@ import asyncio
 import httpx
 import pytest
 
-from tests.fakes import TEXT_MODEL
-from tests.integration.scrape import wait_for
-from tests.pipeline.conftest import CHAT, QUESTION, run_path, scrape
+from tests.pipeline.requests import CHAT, QUESTION, run_path
+from tests.support.fakes import TEXT_MODEL
+from tests.support.metrics import scrape
+from tests.support.waiting import wait_for
 
 SLOW = {"max_tokens": 50}  # the slow script's 50 words take 5 s: a test that waits for it to end fails
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from tests.fakes import TEXT_MODEL
-from tests.pipeline.conftest import CHAT, COMPLETIONS, QUESTION, chat, complete, openai_body, stream_events
+from tests.pipeline.requests import CHAT, COMPLETIONS, QUESTION, chat, complete, stream_events
+from tests.support.envelopes import openai_body
+from tests.support.fakes import TEXT_MODEL
 
 
 def joined_by_index(chunks: list[dict], field: str) -> dict[int, str]:

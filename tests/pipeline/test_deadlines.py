@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.sse import events, json_events
-from tests.pipeline.conftest import TEXT_PROTOCOLS, ask, error_message, protocol_path, request_body
+from tests.pipeline.requests import TEXT_PROTOCOLS, ask, error_message, protocol_path, request_body
+from tests.support.sse import events, json_events
 
 TIMEOUT = {"X-Request-Timeout": "0.3"}
 

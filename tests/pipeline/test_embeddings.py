@@ -8,8 +8,16 @@ import struct
 
 import pytest
 
-from tests.fakes import EMBEDDING_CONTEXT_WINDOW, EMBEDDING_DIMENSIONS, EMBEDDING_MODEL, FakeTokenizer, unit_vector
-from tests.pipeline.conftest import EMBEDDINGS, openai_body, openai_error, result, run, scrape, workers_ai_error
+from tests.pipeline.requests import EMBEDDINGS, run
+from tests.support.envelopes import openai_body, openai_error, result, workers_ai_error
+from tests.support.fakes import (
+    EMBEDDING_CONTEXT_WINDOW,
+    EMBEDDING_DIMENSIONS,
+    EMBEDDING_MODEL,
+    FakeTokenizer,
+    unit_vector,
+)
+from tests.support.metrics import scrape
 
 TEXTS = ["the quick brown fox", "hello"]
 IDS = [FakeTokenizer().encode(text) for text in TEXTS]  # with BOS: 5 and 2 tokens

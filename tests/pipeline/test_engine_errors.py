@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from server.engine.types import EngineRejected, EngineUnavailable
-from tests.fakes import TEXT_MODEL
-from tests.integration.sse import events, json_events
-from tests.pipeline.conftest import TEXT_PROTOCOLS, ask, error_message, protocol_path, request_body
+from tests.pipeline.requests import TEXT_PROTOCOLS, ask, error_message, protocol_path, request_body
+from tests.support.fakes import TEXT_MODEL
+from tests.support.sse import events, json_events
 
 CAPACITY = "Capacity temporarily exceeded, please try again."
 

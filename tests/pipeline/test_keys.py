@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fakes import TEXT_MODEL, ServedApp, fake_settings, serve_app
-from tests.pipeline.conftest import CHAT, QUESTION, run_path
+from tests.pipeline.requests import CHAT, QUESTION, run_path
+from tests.support.fakes import TEXT_MODEL, fake_settings
+from tests.support.servers import ServedApp, serve_app
 
 KEYS = [
     {"name": "digest", "sha256": hashlib.sha256(b"secret-in-digest").hexdigest()},

@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from server.engine.types import EngineState
-from tests.fakes import EMBEDDING_MODEL, TEXT_MODEL, fake_settings, serve_app
-from tests.pipeline.conftest import CHAT, QUESTION
+from tests.pipeline.requests import CHAT, QUESTION
+from tests.support.fakes import EMBEDDING_MODEL, TEXT_MODEL, fake_settings
+from tests.support.servers import serve_app
 
 
 def test_the_lifespan_starts_and_stops_the_engines(tmp_path):

@@ -9,21 +9,21 @@ from __future__ import annotations
 import pytest
 
 from server.engine.types import EngineRejected
-from tests.fakes import STAND_IN, TEXT_MODEL, chat_prompt_ids
-from tests.integration.scrape import wait_for
-from tests.pipeline.conftest import (
+from tests.pipeline.requests import (
     PROTOCOL_LABELS,
     QUESTION,
     TEXT_PROTOCOLS,
     ask,
-    openai_body,
     protocol_path,
     request_body,
-    result,
     run,
-    scrape,
     stream_events,
 )
+from tests.support.envelopes import openai_body, result
+from tests.support.fakes import TEXT_MODEL, chat_prompt_ids
+from tests.support.metrics import scrape
+from tests.support.repo import STAND_IN
+from tests.support.waiting import wait_for
 
 OK = {"lora": "none", "status": "200", "code": "none"}
 

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVE_ON_THE_FAKES = """
 import sys
 from pathlib import Path
-from tests.fakes import TEXT_MODEL, fake_settings, serve_app
+from tests.support.fakes import TEXT_MODEL, fake_settings
+from tests.support.servers import serve_app
 with serve_app(fake_settings(Path(sys.argv[1]))) as served, served.client() as client:
     assert client.post("/v1/completions", json={"model": TEXT_MODEL, "prompt": "Hi"}).status_code == 200
     assert client.post("/v1/embeddings", json={"model": "@cf/test/embed", "input": "Hi"}).status_code == 200
@@ -27,7 +28,9 @@ def python(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_app_the_cli_and_the_fakes_do_not_import_vllm():
-    completed = python("-c", "import server.app, server.cli, tests.fakes; import sys; assert 'vllm' not in sys.modules")
+    completed = python(
+        "-c", "import server.app, server.cli, tests.support.servers; import sys; assert 'vllm' not in sys.modules"
+    )
     assert completed.returncode == 0, completed.stderr
 
 

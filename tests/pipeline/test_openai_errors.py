@@ -8,8 +8,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.fakes import TEXT_MODEL, ServedApp, fake_settings, serve_app
-from tests.pipeline.conftest import CHAT, COMPLETIONS, QUESTION, openai_error, run_path, workers_ai_error
+from tests.pipeline.requests import CHAT, COMPLETIONS, QUESTION, run_path
+from tests.support.envelopes import openai_error, workers_ai_error
+from tests.support.fakes import TEXT_MODEL, fake_settings
+from tests.support.servers import ServedApp, serve_app
 
 CHAT_BODY = {"model": TEXT_MODEL, "messages": QUESTION}
 

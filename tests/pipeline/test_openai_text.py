@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakes import TEXT_MODEL, FakeTokenizer, chat_prompt_ids
-from tests.pipeline.conftest import (
-    ACCOUNT_PATH,
-    CHAT,
-    COMPLETIONS,
-    QUESTION,
-    chat,
-    complete,
-    openai_body,
-    stream_events,
-)
+from tests.pipeline.requests import ACCOUNT_PATH, CHAT, COMPLETIONS, QUESTION, chat, complete, stream_events
+from tests.support.envelopes import openai_body
+from tests.support.fakes import TEXT_MODEL, FakeTokenizer, chat_prompt_ids
 
 ANSWER = "Paris is the capital of France."
 WORDS = ["Paris", " is", " the", " capital", " of", " France."]

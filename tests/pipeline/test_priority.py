@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pipeline.conftest import TEXT_PROTOCOLS, ask, error_message
+from tests.pipeline.requests import TEXT_PROTOCOLS, ask, error_message
 
 
 @pytest.mark.parametrize("protocol", TEXT_PROTOCOLS)

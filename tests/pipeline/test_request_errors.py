@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakes import CONTEXT_WINDOW, EMBEDDING_MODEL, TEXT_MODEL
-from tests.pipeline.conftest import (
-    EMBEDDINGS,
-    TEXT_PROTOCOLS,
-    ask,
-    chat,
-    openai_error,
-    run,
-    workers_ai_error,
-)
+from tests.pipeline.requests import EMBEDDINGS, TEXT_PROTOCOLS, ask, chat, run
+from tests.support.envelopes import openai_error, workers_ai_error
+from tests.support.fakes import CONTEXT_WINDOW, EMBEDDING_MODEL, TEXT_MODEL
 
 
 def test_a_prompt_over_the_context_window_is_413_5021(client, engine):

@@ -7,7 +7,7 @@ import uuid
 
 import httpx
 
-from tests.pipeline.conftest import CHAT, QUESTION, chat, run
+from tests.pipeline.requests import CHAT, QUESTION, chat, run
 
 
 def test_a_safe_client_id_is_echoed_and_becomes_the_engine_request_id(client, engine):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from server.engine.types import GenerationParams
-from tests.fakes import DEFAULT_MAX_TOKENS
-from tests.pipeline.conftest import chat, complete, openai_body, result, run
+from tests.pipeline.requests import chat, complete, run
+from tests.support.envelopes import openai_body, result
+from tests.support.fakes import DEFAULT_MAX_TOKENS
 
 DEFAULT_TEMPERATURE = 0.6  # ModelConfig's default, which fake_settings keeps
 

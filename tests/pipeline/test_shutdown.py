@@ -11,9 +11,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.fakes import EMBEDDING_MODEL, TEXT_MODEL, ServedApp, fake_settings, serve_app
-from tests.integration.sse import json_events
-from tests.pipeline.conftest import EMBEDDINGS, ask, error_message, protocol_path, request_body, run, workers_ai_error
+from tests.pipeline.requests import EMBEDDINGS, ask, error_message, protocol_path, request_body, run
+from tests.support.envelopes import workers_ai_error
+from tests.support.fakes import EMBEDDING_MODEL, TEXT_MODEL, fake_settings
+from tests.support.servers import ServedApp, serve_app
+from tests.support.sse import json_events
 
 
 @pytest.fixture

@@ -12,9 +12,11 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.fakes import TEXT_MODEL, FakeTextEngine, FakeTokenizer, ServedApp, fake_settings, serve_app
-from tests.integration.sse import events, json_events
-from tests.pipeline.conftest import ACCOUNT_PATH, CHAT, openai_error, result, run_path, workers_ai_error
+from tests.pipeline.requests import ACCOUNT_PATH, CHAT, run_path
+from tests.support.envelopes import openai_error, result, workers_ai_error
+from tests.support.fakes import TEXT_MODEL, FakeTextEngine, FakeTokenizer, fake_settings
+from tests.support.servers import ServedApp, serve_app
+from tests.support.sse import events, json_events
 
 WEATHER_PARAMETERS = {
     "type": "object",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from tests.fakes import BOS, DEFAULT_MAX_TOKENS, FakeTokenizer, chat_prompt_ids
-from tests.pipeline.conftest import QUESTION, result, run, run_path, stream_events, usage
+from tests.pipeline.requests import QUESTION, run, run_path, stream_events
+from tests.support.envelopes import result, usage
+from tests.support.fakes import BOS, DEFAULT_MAX_TOKENS, FakeTokenizer, chat_prompt_ids
 
 ANSWER = "Paris is the capital of France."
 

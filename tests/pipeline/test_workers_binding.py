@@ -8,9 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes import EMBEDDING_MODEL, TEXT_MODEL
-from tests.integration.sse import events, json_events
-from tests.pipeline.conftest import ACCOUNT_PATH, QUESTION, usage
+from tests.pipeline.requests import ACCOUNT_PATH, QUESTION
+from tests.support.envelopes import usage
+from tests.support.fakes import EMBEDDING_MODEL, TEXT_MODEL
+from tests.support.sse import events, json_events
 
 # The headers the runtime sends with every call (src/cloudflare/internal/ai-api.ts in workerd).
 RUNTIME_HEADERS = {"content-type": "application/json", "cf-consn-sdk-version": "2.0.0"}

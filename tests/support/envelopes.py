@@ -1,4 +1,5 @@
-"""What every error answer must look like: Workers AI's envelope or OpenAI's error object, by path.
+"""Workers AI's envelope and OpenAI's error object: read an answer after checking its shape, or say what
+is wrong with an error answer, by path.
 
 Written from the wire formats (README, docs/compatibility.md), not from the server's own rendering code,
 so that a path rendered in the wrong protocol fails here.
@@ -10,6 +11,56 @@ import json
 import re
 from typing import Any
 from urllib.parse import unquote
+
+import httpx
+
+# --- reading an answer ------------------------------------------------------------------------------
+
+
+def result(response: httpx.Response) -> dict[str, Any]:
+    """A Workers AI success envelope's result."""
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is True and body["errors"] == [] and body["messages"] == []
+    return body["result"]
+
+
+def workers_ai_error(response: httpx.Response, status: int, code: int) -> str:
+    """The message of a Workers AI failure envelope, after checking its status, code and shape."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False and body["result"] == {} and body["messages"] == []
+    [error] = body["errors"]
+    assert error["code"] == code, body
+    return error["message"]
+
+
+def openai_body(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def openai_error(response: httpx.Response, status: int, code: int | str | None = None) -> dict[str, Any]:
+    """An OpenAI error object, after checking its status, shape and, when given, its code (OpenAI's own,
+    or the Workers AI code as a string)."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    if code is not None:
+        assert error["code"] == str(code), error
+    return error
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """Workers AI's usage object."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+# --- what is wrong with an error answer ---------------------------------------------------------------
 
 # The OpenAI API lives at /v1/... and at Cloudflare's /client/v4/accounts/{account_id}/ai/v1/...
 OPENAI_PATH = re.compile(r"^(/v1/|/client/v4/accounts/[^/]+/ai/v1/)")

@@ -1,8 +1,8 @@
-"""Fakes of the engine interface (server/engine/types.py) for the fast pipeline tests.
+"""Fakes of the engine interface (server/engine/types.py) for the fast tiers.
 
-A whitespace tokenizer, scripted text and embedding engines and the factory that builds them,
-settings that need no model files, and the real app served by uvicorn in a background thread, so
-that tests talk real HTTP to it. Nothing here imports vLLM (tests/pipeline/test_no_vllm.py checks).
+A whitespace tokenizer, scripted text and embedding engines and the factory that builds them, and
+settings that need no model files; tests/support/servers.py serves the real app on them
+(`serve_app`). Nothing here imports vLLM (tests/pipeline/test_no_vllm.py checks).
 """
 
 from __future__ import annotations
@@ -10,22 +10,12 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import socket
-import threading
-import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
-import uvicorn
-from fastapi import FastAPI
-
-from server.app import create_app
-from server.cli import DrainingServer
 from server.config import ModelConfig, Settings
 from server.engine.types import (
     Adapter,
@@ -34,11 +24,11 @@ from server.engine.types import (
     GenerationParams,
     TextDelta,
 )
+from tests.support.repo import STAND_IN  # TEXT_MODEL answers under this name too
 
 T = TypeVar("T")
 
 TEXT_MODEL = "@cf/test/fake"
-STAND_IN = "@cf/meta/llama-3-8b-instruct"  # TEXT_MODEL answers under this name too
 EMBEDDING_MODEL = "@cf/test/embed"
 CONTEXT_WINDOW = 64
 DEFAULT_MAX_TOKENS = 8
@@ -270,7 +260,7 @@ class FakeEngines:
             engine.reset()
 
 
-# --- settings and a running app -------------------------------------------------------------
+# --- settings -------------------------------------------------------------------
 
 
 def fake_settings(root: Path, **overrides: Any) -> Settings:
@@ -310,65 +300,3 @@ def fake_settings(root: Path, **overrides: Any) -> Settings:
         "config_dir": root,
     }
     return Settings(**{**values, **overrides})
-
-
-@dataclass
-class ServedApp:
-    app: FastAPI
-    engines: FakeEngines
-    base_url: str
-    server: DrainingServer
-    thread: threading.Thread = field(repr=False)
-
-    @property
-    def text_engine(self) -> FakeTextEngine:
-        return self.engines.texts[TEXT_MODEL]
-
-    @property
-    def embedding_engine(self) -> FakeEmbeddingEngine:
-        return self.engines.embeddings[EMBEDDING_MODEL]
-
-    def run_url(self, model: str = TEXT_MODEL, account: str = "test-account") -> str:
-        return f"{self.base_url}/client/v4/accounts/{account}/ai/run/{model}"
-
-    def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, **{"timeout": 10, **kwargs})
-
-    def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, **{"timeout": 10, **kwargs})
-
-
-@contextmanager
-def serve_app(settings: Settings, engines: FakeEngines | None = None, timeout: float = 10) -> Iterator[ServedApp]:
-    """The real app on the fakes, served by uvicorn on a free loopback port in a background thread.
-
-    Yields once the lifespan has started the engines and /readyz says ready; stops the server
-    (and so the engines, through the lifespan) on exit.
-    """
-    engines = engines or FakeEngines()
-    app = create_app(settings, engines)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))  # bound here and handed to uvicorn: no race for the port
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
-    server = DrainingServer(config, app.state.lifecycle)  # wai serve's own; its signals come from tests
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="wai-test-server", daemon=True)
-    thread.start()
-    served = ServedApp(app, engines, f"http://127.0.0.1:{port}", server, thread)
-    try:
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.01)
-        while httpx.get(f"{served.base_url}/readyz", timeout=timeout).status_code != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake engines did not become ready")
-            time.sleep(0.01)
-        yield served
-    finally:
-        server.should_exit = True
-        thread.join(timeout)
-        sock.close()
-        if thread.is_alive():
-            raise RuntimeError("the test server did not stop")

@@ -1,6 +1,6 @@
 """Schemathesis over wai's own /openapi.json, with the checks every answer must pass.
 
-Checks: no 5xx; every error in its protocol's envelope (tests/fuzz/envelopes.py); every answer within
+Checks: no 5xx; every error in its protocol's envelope (tests/support/envelopes.py); every answer within
 RESPONSE_TIME_LIMIT_S (the request timeout is the same, so a hang fails instead of waiting). Cases come
 from the document as served, in both generation modes (valid and invalid inputs), with `model`
 narrowed to the served names in valid cases so that they reach the engines.
@@ -18,9 +18,9 @@ import schemathesis
 from schemathesis.checks import not_a_server_error
 
 from server.app import create_app
-from tests.fakes import FakeEngines, fake_settings
-from tests.fuzz.envelopes import error_problems
-from tests.fuzz.tally import TALLY
+from tests.support.envelopes import error_problems
+from tests.support.fakes import FakeEngines, fake_settings
+from tests.support.fuzz_tally import TALLY
 
 # Cases per operation: a few in the fast tier; `make fuzz` sets more.
 EXAMPLES = int(os.environ.get("WAI_FUZZ_EXAMPLES", "6"))
