@@ -1,5 +1,4 @@
-"""What the GPU check serves: the config it runs (derived from the one it was given), the model folder, and
-random-weight LoRA adapters shaped for that model, built from a seed.
+"""What the GPU check serves: its run config, the model folder and seeded random-weight LoRA adapters.
 
 The run config is the given config's first model with what the check needs on top: its chat template by
 absolute path, LoRA on for the adapters, and, when wai and `vllm serve` share one GPU for the comparison,
