@@ -563,7 +563,8 @@ class GpuCheck:
             step.failed(f"{e}: {tail((self.out / 'wai.log').read_text(), 5)}")
             return
         ready_s = time.monotonic() - started
-        # vLLM's own server starts now, while the fidelity checks run against wai.
+        # vLLM's own server starts now, while the fidelity checks run against wai: it sizes its cache from the
+        # GPU memory left free, so it starts once wai holds its share.
         self.vllm = ThreadPoolExecutor(1).submit(self.start_vllm)
         question = "What is the capital of France? Answer in one word."
         body = {"messages": [{"role": "user", "content": question}], "max_tokens": 16, "temperature": 0}
@@ -677,10 +678,13 @@ class GpuCheck:
         from gpu_check_load import measure, problems
 
         # The GPU to itself: wai and vllm serve stop, wai starts again with two API processes.
+        started = time.monotonic()
         self.servers.close()
         self.wai, self.vllm = None, None
+        step.figures["stop_s"] = round(time.monotonic() - started, 1)
         step.command = f"wai serve --config {self.run_config} --api-processes 2"
         wai = self.start_wai(api_processes=2)
+        step.figures["ready_s"] = round(time.monotonic() - started - step.figures["stop_s"], 1)
         streams = self.scale.api_processes_streams
         levels = measure({WAI: wai}, self.model_name(), [streams], [self.scale.requests_at(streams)], self.scale)
         found = problems(levels, self.scale.output_tokens, None)
