@@ -139,11 +139,14 @@ fuzz: $(INSTALLED_DEV)
 	fi; \
 	exit $$rc
 
-# One verdict on a GPU node (docs/deploy.md, "GPU check"): preflight (nvidia-smi, vLLM at the pinned
-# version, `wai plan`, measured memory bandwidth, the weights reachable), then `wai serve` on GPU_CONFIG,
-# the Llama 3 fidelity tests against it, and a short load test against wai and `vllm serve`. Report in
-# $(GPU_CHECK_OUT)/gpu-check.md and .json. DRY_RUN=1 runs the preflight only and lists the rest. Needs
-# no install: the preflight runs on the standard library (the venv's Python when there is one).
+# One verdict on a GPU node in at most 8 minutes on one H100 (docs/deploy.md, "GPU check"): preflight
+# (nvidia-smi, vLLM 0.26 to the pin, `wai plan`, measured memory bandwidth, the weights reachable), then
+# `wai serve` on GPU_CONFIG, the Llama 3 checks that need no known answers, wai against `vllm serve` at 1 to
+# 256 streams, a LoRA series and --api-processes 2 (scripts/gpu_check.py). Report in
+# $(GPU_CHECK_OUT)/gpu-check.md and .json. DRY_RUN=1 runs the preflight only and lists the rest;
+# GPU_CHECK_ARGS=--rehearse runs it all on this CPU, tiny and short. Needs no install for the preflight:
+# it runs on the standard library (the venv's Python when there is one). configs/llama-3-8b-dummy.yaml
+# serves Llama 3 8B's architecture on random weights (what scripts/gpu_offline.sh checks on a node).
 GPU_CONFIG    ?= configs/llama-3-8b-instruct.yaml
 GPU_CHECK_OUT ?= test-artifacts/gpu-check
 GPU_CHECK_ARGS ?=

@@ -24,14 +24,16 @@ _WORDS = (
 
 @dataclass(frozen=True)
 class Prompt:
-    """One request's input: chat messages and the most tokens to generate."""
+    """One request's input: chat messages, the most tokens to generate, and the LoRA adapter to answer with."""
 
     id: str
     messages: list[dict[str, str]]
     max_tokens: int
+    lora: str | None = None  # Workers AI's `lora`; OpenAI servers take the adapter as the model (vLLM's way)
 
     def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "messages": self.messages, "max_tokens": self.max_tokens}
+        lora = {"lora": self.lora} if self.lora is not None else {}
+        return {"id": self.id, "messages": self.messages, "max_tokens": self.max_tokens, **lora}
 
 
 def chat_prompts(max_tokens: int) -> list[Prompt]:

@@ -68,6 +68,8 @@ class WorkersAI:
 
     def body(self, prompt: Prompt, model: str, sampling: Sampling) -> dict[str, Any]:
         body: dict[str, Any] = {"messages": prompt.messages, "max_tokens": prompt.max_tokens, "stream": True}
+        if prompt.lora is not None:
+            body["lora"] = prompt.lora
         if sampling.temperature is not None:
             body["temperature"] = sampling.temperature
         if sampling.seed is not None:
@@ -109,7 +111,7 @@ class OpenAIChat:
 
     def body(self, prompt: Prompt, model: str, sampling: Sampling) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": model,
+            "model": prompt.lora or model,
             "messages": prompt.messages,
             "max_tokens": prompt.max_tokens,
             "stream": True,

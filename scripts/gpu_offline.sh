@@ -1,13 +1,16 @@
 #!/bin/sh
 # On an offline GPU node (docs/deploy.md, "An offline GPU node"): reassemble the parts `make gpu-bundle`
 # wrote, check every part and every file against the manifest's sha256, install the wheels into one folder,
-# and write the environment wai and vLLM need there. Needs only python3 (its standard library, with lzma)
-# and POSIX tools; never the network.
+# write the environment wai and vLLM need there, and run `make gpu-check`'s steps from it on Llama 3 8B's
+# architecture with random weights (configs/llama-3-8b-dummy.yaml). Needs only python3 (its standard
+# library, with lzma) and POSIX tools; never the network. Exits 0 only when the check's verdict is pass.
 #
-#   sh gpu_offline.sh [--bundle DIR] [--target DIR]
+#   sh gpu_offline.sh [--bundle DIR] [--target DIR] [--no-check] [-- GPU_CHECK_ARGS...]
 #
 #   --bundle DIR   the folder holding the parts and wai-gpu-bundle.manifest.json (default: this script's)
 #   --target DIR   the install folder (default: DIR/install); replaced on a rerun
+#   --no-check     install only; run the check later with the command the script prints
+#   -- ARGS        more arguments for scripts/gpu_check.py (its report: TARGET/gpu-check/gpu-check.md)
 #   PYTHON=...     the interpreter to install for and with (default: python3)
 #   PIP_PYTHON_VERSION, PIP_PLATFORM, PIP_ONLY_BINARY=:all:   pip's own variables, to install for another
 #                  Python than PYTHON's (the tests do, on a 3.11 machine); the script checks the same version
@@ -21,8 +24,10 @@ set -eu
 PYTHON=${PYTHON:-python3}
 BUNDLE_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 TARGET=
+CHECK=yes
 MANIFEST_NAME=wai-gpu-bundle.manifest.json
 MARKER=.wai-gpu-bundle
+CHECK_CONFIG=configs/llama-3-8b-dummy.yaml
 
 fail() {
     echo "gpu_offline: $*" >&2
@@ -37,6 +42,8 @@ while [ $# -gt 0 ]; do
     case $1 in
         --bundle) [ $# -ge 2 ] || fail "--bundle needs a folder"; BUNDLE_DIR=$2; shift 2 ;;
         --target) [ $# -ge 2 ] || fail "--target needs a folder"; TARGET=$2; shift 2 ;;
+        --no-check) CHECK=no; shift ;;
+        --) shift; break ;;
         -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
         *) fail "unknown argument: $1 (see --help)" ;;
     esac
@@ -209,11 +216,25 @@ EOF
     echo "wrote $TARGET/env.sh"
 }
 
-# HOOK: `make gpu-check`'s steps (preflight, wai serving the Llama 3 8B dummy config with the bundle's
-# tokenizer, the fidelity tests, the load test against `vllm serve`) run here, against this install, once
-# they are wired in. Until then the script ends after the install and says that no check ran.
+# `make gpu-check`'s steps, from the install: the node's wai wheel carries scripts/gpu_check*.py, benchmarks/
+# and configs/ laid out as in the repository. A node without a GPU, or an install that does not import, ends
+# with a fail verdict and its reason, never a pass.
+check_command() {
+    printf '. %s/env.sh && cd %s && %s scripts/gpu_check.py --config %s --out %s/gpu-check' \
+        "$TARGET" "$TARGET" "$PYTHON" "$CHECK_CONFIG" "$TARGET"
+}
+
 run_gpu_check_steps() {
-    echo "GPU check: not run by this script yet. The install is ready: . '$TARGET/env.sh'"
+    if [ "$CHECK" = no ]; then
+        echo "GPU check: not run (--no-check). The install is ready; to check it: $(check_command)"
+        return 0
+    fi
+    echo "$(check_command) $*"
+    (
+        . "$TARGET/env.sh"
+        cd "$TARGET"
+        "$PYTHON" scripts/gpu_check.py --config "$CHECK_CONFIG" --out "$TARGET/gpu-check" "$@"
+    )
 }
 
 check_target
@@ -228,4 +249,4 @@ step "Install into $TARGET"
 install_wheels
 write_env
 step "GPU check"
-run_gpu_check_steps
+run_gpu_check_steps "$@"

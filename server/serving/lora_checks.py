@@ -4,6 +4,8 @@ An adapter is PEFT's two files: `adapter_config.json` and `adapter_model.safeten
 only ever read as safetensors (a header of names, dtypes and shapes); nothing pickled is loaded.
 Shapes are checked against the base model's own checkpoint headers, so any architecture works:
 for a base weight `<module>.weight` of shape [out, in], `lora_A` is [r, in] and `lora_B` is [out, r].
+A Llama checkpoint without weights (served with random ones, `load_format: dummy`) has its shapes
+worked out from its config.json instead.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ class AdapterConfig:
 def read_base_model_shapes(checkpoint: Path) -> BaseModelShapes:
     """Read the base checkpoint's safetensors headers (not its weights) and its config.json."""
     files = sorted(checkpoint.glob("*.safetensors"))
+    config_file = checkpoint / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    if not files and config.get("model_type") == "llama":
+        return BaseModelShapes(model_type="llama", linear_weights=llama_linear_shapes(config))
     if not files:
         raise ValueError(f"LoRA needs a local safetensors checkpoint; found none in {checkpoint}")
     linear: dict[str, tuple[int, int]] = {}
@@ -67,9 +73,29 @@ def read_base_model_shapes(checkpoint: Path) -> BaseModelShapes:
                 shape = weights.get_slice(name).get_shape()
                 if name.endswith(".weight") and len(shape) == 2 and "embed" not in name:
                     linear[name.removesuffix(".weight")] = (shape[0], shape[1])
-    config_file = checkpoint / "config.json"
-    model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
-    return BaseModelShapes(model_type=model_type, linear_weights=linear)
+    return BaseModelShapes(model_type=config.get("model_type"), linear_weights=linear)
+
+
+def llama_linear_shapes(config: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """A Llama's linear weights, [out, in] by module path, as its safetensors headers would give them."""
+    hidden, inner = config["hidden_size"], config["intermediate_size"]
+    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
+    head_dim = config.get("head_dim") or hidden // heads
+    per_layer = {
+        "self_attn.q_proj": (heads * head_dim, hidden),
+        "self_attn.k_proj": (kv_heads * head_dim, hidden),
+        "self_attn.v_proj": (kv_heads * head_dim, hidden),
+        "self_attn.o_proj": (hidden, heads * head_dim),
+        "mlp.gate_proj": (inner, hidden),
+        "mlp.up_proj": (inner, hidden),
+        "mlp.down_proj": (hidden, inner),
+    }
+    shapes = {
+        f"model.layers.{i}.{module}": shape
+        for i in range(config["num_hidden_layers"])
+        for module, shape in per_layer.items()
+    }
+    return {**shapes, "lm_head": (config["vocab_size"], hidden)}
 
 
 def check_config(raw: bytes, base: BaseModelShapes, max_rank: int) -> AdapterConfig:

@@ -42,9 +42,12 @@ def node_env(**extra: str) -> dict[str, str]:
     }
 
 
-def run_node_script(bundle_dir: Path, target: Path, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
+def run_node_script(
+    bundle_dir: Path, target: Path, python: str = sys.executable, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """The node script, installing only (`--no-check`) unless `args` say otherwise."""
     return subprocess.run(
-        ["sh", str(bundle_dir / NODE_SCRIPT.name), "--target", str(target)],
+        ["sh", str(bundle_dir / NODE_SCRIPT.name), "--target", str(target), *(args or ("--no-check",))],
         capture_output=True,
         text=True,
         timeout=600,

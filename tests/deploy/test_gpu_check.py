@@ -1,6 +1,7 @@
 """`make gpu-check` without a GPU: the dry run and the real run both write the report, say why each
 step could not run, and fail a node without a GPU rather than pass it. A stand-in nvidia-smi shows the
-preflight reading a GPU node's answers; the load test's verdict logic runs on a made-up report."""
+preflight reading a GPU node's answers; the load series' verdict logic runs on made-up figures. The
+rehearsal runs the whole sequence on this CPU (tiny, short) through the same script and report."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,22 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
 sys.path.insert(0, str(SCRIPT.parent))  # as when the script runs: its modules import each other by name
-import gpu_check_steps  # noqa: E402
+import gpu_check_load  # noqa: E402
+
+STEPS = [
+    "gpu",
+    "engine",
+    "plan",
+    "bandwidth",
+    "weights",
+    "model",
+    "serve",
+    "fidelity",
+    "loadtest",
+    "lora",
+    "api_processes",
+]
+DUMMY = "configs/llama-3-8b-dummy.yaml"
 
 
 def check(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
@@ -29,7 +46,7 @@ def check(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tupl
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
         env={**clean, **(env or {})},
     )
     assert (out / "gpu-check.json").exists(), result.stdout + result.stderr
@@ -56,17 +73,33 @@ def test_dry_run_without_a_gpu_writes_a_failing_report(tmp_path: Path) -> None:
     assert report["dry_run"] is True
     assert report["verdict"] == "fail"
     s = steps(report)
-    assert list(s) == ["gpu", "engine", "plan", "bandwidth", "weights", "serve", "fidelity", "loadtest"]
+    assert list(s) == STEPS
     assert s["gpu"]["verdict"] == "fail" and s["gpu"]["reason"].startswith("no GPU")
     assert "no GPU" in report["summary"]
     # The real weights are gated: without HF_TOKEN, a local copy or the cache, the step says so.
     assert s["weights"]["verdict"] == "fail" and "not on this node" in s["weights"]["reason"]
-    # The steps that need a GPU are listed with the commands they would run, and why they did not.
+    # The steps that need a GPU are listed with what they would run, and why they did not.
+    assert s["model"]["verdict"] == "skipped" and s["model"]["reason"] == "needs weights (fail)"
+    assert s["model"]["command"].startswith("wai prepare --config configs/llama-3-8b-instruct.yaml")
     assert s["serve"]["verdict"] == "skipped" and "gpu (fail)" in s["serve"]["reason"]
-    assert s["serve"]["command"].startswith("wai serve --config configs/llama-3-8b-instruct.yaml")
-    assert "WAI_LLAMA3_CONFIG=configs/llama-3-8b-instruct.yaml" in s["fidelity"]["command"]
-    assert "benchmarks.bench" in s["loadtest"]["command"]
-    assert "$ wai serve" in stdout
+    assert "7,968-token window" in s["fidelity"]["command"]
+    assert s["loadtest"]["command"] == (
+        "vllm serve (same engine arguments); closed-loop streams 1,8,64,256 x 256 tokens"
+    )
+    assert s["lora"]["command"] == "64 streams over 4 adapters x 256 tokens"
+    assert s["api_processes"]["command"].startswith("wai serve --api-processes 2; 256 streams")
+    assert "$ wai prepare" in stdout
+    assert report["budget"]["total_s"] == 480
+    assert sum(report["budget"]["steps_s"].values()) <= 480
+    assert all(step["budget_s"] for step in report["steps"])
+
+
+def test_random_weights_need_no_checkpoint(tmp_path: Path) -> None:
+    _, report, _ = check(tmp_path, "--dry-run", "--config", DUMMY, *NO_GPU)
+    s = steps(report)
+    assert s["weights"]["verdict"] == "pass" and "load_format dummy" in s["weights"]["reason"]
+    assert s["model"]["verdict"] == "skipped" and s["model"]["reason"] == "dry run"
+    assert report["verdict"] == "fail" and s["gpu"]["verdict"] == "fail"
 
 
 def test_a_real_run_without_a_gpu_fails(tmp_path: Path) -> None:
@@ -75,7 +108,7 @@ def test_a_real_run_without_a_gpu_fails(tmp_path: Path) -> None:
     assert report["dry_run"] is False and report["verdict"] == "fail"
     s = steps(report)
     assert s["gpu"]["verdict"] == "fail"
-    assert all(s[name]["verdict"] == "skipped" for name in ("serve", "fidelity", "loadtest"))
+    assert all(s[name]["verdict"] == "skipped" for name in STEPS[5:])
 
 
 def fake_nvidia_smi(tmp_path: Path, gpus: int) -> str:
@@ -145,27 +178,55 @@ def test_gated_weights_by_repo_id_need_a_token(tmp_path: Path) -> None:
     assert weights["verdict"] == "skipped" and "dry run" in weights["reason"]
 
 
-def summary(throughput: float, failed: int = 0) -> dict[str, Any]:
-    return {"output_throughput": throughput, "ttft_ms": {"p50": 100.0}, "failed": failed, "errors": {}}
+def row(tokens_per_s: float, failed: int = 0, tokens: float = 256.0) -> dict[str, Any]:
+    return {"requests": 8, "failed": failed, "mean_output_tokens": tokens, "output_tokens_per_s": tokens_per_s}
 
 
-def sweep(wai_throughput: float, wai_failed: int = 0) -> dict[str, Any]:
-    return {
-        "levels": [
-            {
-                "level": 8,
-                "summaries": {"vllm-serve": summary(1000.0), "wai-run": summary(wai_throughput, wai_failed)},
-                "ratios": {"wai-run": {"output_throughput": wai_throughput / 1000.0}},
-            }
-        ]
-    }
+def level(wai: dict[str, Any], vllm: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    return [{"streams": 8, "series": {"vllm-serve": vllm or row(1000.0), "wai-run": wai}}]
 
 
-def test_load_test_verdict() -> None:
-    levels, problems = gpu_check_steps.loadtest_figures(sweep(980.0))
-    assert problems == []
-    assert levels[0]["targets"]["wai-run"]["throughput_over_first"] == pytest.approx(0.98)
-    _, problems = gpu_check_steps.loadtest_figures(sweep(700.0))
-    assert problems and "0.7" in problems[0]
-    _, problems = gpu_check_steps.loadtest_figures(sweep(1000.0, wai_failed=2))
-    assert problems and "2 failed" in problems[0]
+def test_load_series_verdict() -> None:
+    levels = level(row(980.0))
+    assert gpu_check_load.problems(levels, 256, 0.9) == []
+    assert levels[0]["wai_over_vllm"] == pytest.approx(0.98)
+    (problem,) = gpu_check_load.problems(level(row(700.0)), 256, 0.9)
+    assert "0.70 x vllm serve's" in problem
+    (problem,) = gpu_check_load.problems(level(row(1000.0, failed=2)), 256, 0.9)
+    assert "2 of 8 requests failed" in problem
+    (problem,) = gpu_check_load.problems(level(row(1000.0, tokens=200.0)), 256, 0.9)
+    assert "200.0 tokens a request, not 256" in problem
+    # In a rehearsal the ratio is recorded but not judged; failures still are.
+    assert gpu_check_load.problems(level(row(700.0)), 256, None) == []
+    assert gpu_check_load.problems(level(row(700.0), row(1000.0, failed=1)), 256, None)
+
+
+def test_the_rehearsal_runs_the_whole_sequence_on_this_cpu(tmp_path: Path) -> None:
+    """The node's sequence on the dummy config, scaled to a CPU: every step but the GPU's passes, the
+    report holds each series' figures, and the verdict is still not pass."""
+    started = time.monotonic()
+    rc, report, _ = check(tmp_path, "--rehearse", "--config", DUMMY)
+    print(
+        f"rehearsal: {time.monotonic() - started:.0f} s; steps: {[(s['name'], s['seconds']) for s in report['steps']]}"
+    )
+    s = steps(report)
+    assert rc == 0, {n: st["reason"] for n, st in s.items() if st["verdict"] != "pass"}
+    assert report["rehearsal"] is True and report["verdict"] == "incomplete"
+    assert [n for n in STEPS if s[n]["verdict"] != "pass"] == ["gpu", "bandwidth"]
+    assert s["serve"]["figures"]["stand_in"] == "@cf/wai/llama-3-8b-random-weights"
+    assert s["model"]["figures"]["architecture"]["vocab_size"] == 128256
+    assert [c["verdict"] for c in s["fidelity"]["figures"]["checks"]] == ["pass"] * 6
+    scale = gpu_check_load.REHEARSAL_SCALE
+    levels = s["loadtest"]["figures"]["levels"]
+    assert [lv["streams"] for lv in levels] == list(scale.levels)
+    for lv in levels:
+        assert set(lv["series"]) == {"vllm-serve", "wai-run"} and lv["wai_over_vllm"] > 0
+        for series in lv["series"].values():
+            assert series["mean_output_tokens"] == scale.output_tokens
+            assert series["front_end_cpu_us_per_token"] > 0 and series["itl_ms"]["p50"] is not None
+    assert s["lora"]["figures"]["adapters"] == ["lora-0", "lora-1", "lora-2", "lora-3"]
+    assert s["lora"]["figures"]["levels"][0]["streams"] == scale.lora_streams
+    assert s["api_processes"]["figures"]["levels"][0]["series"]["wai-run"]["failed"] == 0
+    markdown = (tmp_path / "report" / "gpu-check.md").read_text()
+    assert "rehearsal on a CPU: never a GPU verdict" in markdown
+    assert "| 4 | wai-run | 4 (0) | 8.0 |" in markdown
