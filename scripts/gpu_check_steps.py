@@ -38,7 +38,19 @@ DEFAULT_CONFIG = "configs/llama-3-8b-instruct.yaml"
 # the serving layer costs something real.
 MIN_THROUGHPUT_RATIO = 0.9
 # The oldest vLLM wai's engine layer runs on (an offline node's bundle carries it); the newest is the pin.
-OLDEST_VLLM = "0.26.0"
+
+
+def vllm_range_module() -> Any:
+    """server/engine/vllm_range.py, the one statement of the vLLM releases wai runs on, loaded by its
+    path: it needs only the standard library, as the preflight does."""
+    spec = importlib.util.spec_from_file_location("vllm_range", ROOT / "server" / "engine" / "vllm_range.py")
+    assert spec is not None and spec.loader is not None, "wai's server/engine/vllm_range.py beside scripts/"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+OLDEST_VLLM: str = vllm_range_module().OLDEST_VERSION
 # The whole check on one H100 with Llama 3 8B, cold torch.compile and CUDA-graph capture included.
 TOTAL_BUDGET_S = 480
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Iterator, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -25,16 +24,11 @@ from vllm.v1.engine.utils import CoreEngineProcManager, launch_core_engines
 from vllm.v1.executor import Executor
 
 from server.engine.types import UnsupportedVllm
-
-OLDEST = (0, 26)
-NEWEST = (0, 32)
-SUPPORTED = "vLLM 0.26.0 through 0.32.x"
+from server.engine.vllm_range import SUPPORTED, supports
 
 
 def check_version(version: str) -> None:
-    found = re.match(r"(\d+)\.(\d+)", version)
-    release = (int(found[1]), int(found[2])) if found else None
-    if release is None or not OLDEST <= release <= NEWEST:
+    if not supports(version):
         raise UnsupportedVllm(
             f"wai runs on {SUPPORTED}, and the installed vLLM is {version}: install a release in that range "
             "(pyproject.toml's extras pin 0.32.0)"
