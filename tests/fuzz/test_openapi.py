@@ -104,7 +104,7 @@ def test_a_broken_copy_missing_account_id_is_refused():
 
 def test_a_broken_copy_with_a_dangling_reference_is_refused():
     broken = copy.deepcopy(current_document())
-    del broken["components"]["schemas"]["Message"]  # ChatCompletionRequest refers to it
+    del broken["components"]["schemas"]["ChatMessage"]  # ChatCompletionRequest refers to it
     with pytest.raises(Exception, match="Message"):
         validate(broken)
 
