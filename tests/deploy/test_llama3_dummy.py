@@ -15,7 +15,8 @@ import pytest
 
 from server.config import default_cache_dir, load_settings
 from server.errors import WaiError
-from server.prepare import LLAMA3_8B_CONFIG, RECIPES, TINY_LLAMA3_CONFIG, fetch_wheel, prepare
+from server.llama3_checkpoints import LLAMA3_8B_CONFIG, TINY_LLAMA3_CONFIG
+from server.prepare import RECIPES, fetch_wheel, prepare
 from server.serving.lora_checks import check_config, check_weights, llama_linear_shapes, read_base_model_shapes
 
 ROOT = Path(__file__).resolve().parents[2]

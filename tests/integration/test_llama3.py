@@ -25,17 +25,17 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PretrainedConfig
 
 from server.config import ModelConfig, load_settings
-from server.prepare import (
+from server.llama3_checkpoints import (
     BEGIN_OF_TEXT,
     DIGITS,
     DOUBLE_NEWLINE,
     END_OF_TEXT,
     EOT,
     LETTERS,
-    resolve_checkpoint,
     tiny_llama3_model,
     tiny_llama3_successors,
 )
+from server.prepare import resolve_checkpoint
 from tests.integration.session import finetunes_url, upload_finetune
 from tests.support.envelopes import result
 from tests.support.repo import ROOT

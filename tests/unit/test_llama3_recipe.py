@@ -7,18 +7,16 @@ from pathlib import Path
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from server.prepare import (
+from server.llama3_checkpoints import (
     DIGITS,
     DOUBLE_NEWLINE,
     END_OF_TEXT,
     EOT,
     LETTERS,
     LLAMA3_CHAT_TEMPLATE,
-    MARKER,
-    RECIPES,
-    is_prepared,
     tiny_llama3_successors,
 )
+from server.prepare import MARKER, RECIPES, is_prepared
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = RECIPES["llama-3-tiny-random"]
