@@ -74,7 +74,7 @@ def write_run_config(
 def rehearsal_model(checkpoint: Path, dest: Path) -> Path:
     """The prepared model folder's tokenizer with the tiny Llama 3 architecture of `wai prepare`'s test model,
     and no weights: what a CPU serves quickly in the check's place."""
-    from server.prepare import TINY_LLAMA3_CONFIG
+    from server.llama3_checkpoints import TINY_LLAMA3_CONFIG
 
     if dest.exists():
         shutil.rmtree(dest)
