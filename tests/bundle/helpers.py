@@ -7,28 +7,20 @@ honours too."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from tests.support import bundle_builder
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_SCRIPT = ROOT / "scripts" / "gpu_offline.sh"
 
 
-def _load_builder() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_bundle", ROOT / "scripts" / "gpu_bundle.py")
-    assert spec and spec.loader
-    module = sys.modules["gpu_bundle"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu_bundle = _load_builder()
+gpu_bundle: Any = bundle_builder.gpu_bundle
 
 
 def node_env(**extra: str) -> dict[str, str]:

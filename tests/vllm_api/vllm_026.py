@@ -8,28 +8,24 @@ are unzipped once.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
-VERSION = "0.26.0"
+from tests.support.bundle_builder import gpu_bundle
+
+builder: Any = gpu_bundle
+# The vLLM the offline bundle carries, as its lock pins it (version and PyPI's sha256).
+(VLLM_PIN,) = [pin for pin in builder.read_lock() if pin.name == "vllm"]
+VERSION = VLLM_PIN.version
 WHEEL = f"vllm-{VERSION}-cp38-abi3-manylinux_2_28_x86_64.whl"
-SHA256 = "adb1e4c9b46d0dfdb094121ae5aad670a42412dd813ed4e5db069ed6a15006de"  # PyPI's, as in the bundle's lock
 CACHE = Path.home() / ".cache" / "wai"
 WHEELS = CACHE / "gpu-bundle" / "wheels"
 TREE = CACHE / f"vllm-{VERSION}-python"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def wheel() -> Path:
@@ -40,7 +36,7 @@ def wheel() -> Path:
         command = [sys.executable, "-m", "pip", "download", f"vllm=={VERSION}", "--no-deps", "--only-binary=:all:"]
         command += ["--python-version", "3.12", "--platform", "manylinux_2_28_x86_64", "--dest", str(WHEELS)]
         subprocess.run([*command, "--quiet", "--disable-pip-version-check"], check=True)
-    if sha256_of(path) != SHA256:
+    if builder.sha256_of(path) not in VLLM_PIN.hashes:
         raise RuntimeError(f"{path} is not PyPI's vllm {VERSION} wheel (sha256 differs): delete it to download again")
     return path
 
