@@ -3,10 +3,11 @@
 api/middleware.py makes one for every API request, batch/jobs.py one for every batch item's run;
 the text service's one entry (serving/text.py) fills it in:
 
-    record.serve(route.service.model)      # the caller, once the model is known; errors before count as model="none"
-    record.use_adapter(adapter.name)       # once the fine-tune is resolved; lora= its stored name
-    record.show_input(text_request.as_sent)  # kept only with `log_prompts: true`
-    deltas = record.watch(deadline.within(service.stream(prepared, record.request_id)))
+    record.serve(route.service.model)        # the caller, once the model is known; errors before: model="none"
+    service.generate(text, name, record, deadline)  # then, inside the entry:
+        record.use_adapter(adapter.name)     # once the fine-tune is resolved; lora= its stored name
+        record.show_input(text.as_sent)      # kept only with `log_prompts: true`
+        record.watch(deltas)                 # every delta, under the deadline
 
 `record.watch()` counts tokens as they come and notes an error raised mid-stream; api/errors.py notes
 every error it renders with `record.fail()`; the middleware calls `record.finish()` exactly once,

@@ -104,22 +104,22 @@ class TextService:
         """Run `request` on this model for `record`: the fine-tune its `lora` names (errors name the
         model as the client called it, `requested_model`), the prompt rendered and checked, and the
         engine's deltas, each awaited under `deadline` and counted by `record`."""
-        adapter = self.adapter_for(request, requested_model)
+        adapter = self._adapter_for(request, requested_model)
         if adapter is not None:
             record.use_adapter(adapter.name)
         record.show_input(request.as_sent)
-        prepared = await self.prepare(request, adapter)
-        deltas = record.watch(deadline.within(self.stream(prepared, record.request_id)))
+        prepared = await self._prepare(request, adapter)
+        deltas = record.watch(deadline.within(self._stream(prepared, record.request_id)))
         return Generation(prepared, deltas)
 
-    def adapter_for(self, request: TextRequest, requested_model: str) -> Adapter | None:
+    def _adapter_for(self, request: TextRequest, requested_model: str) -> Adapter | None:
         """The fine-tune a request's `lora` names: 405 / 5005 when this model has LoRA off, 400 / 3041
         when there is no such fine-tune; errors name the model as the client called it."""
         if request.lora is None:
             return None
         return self.adapters.adapter_for(requested_model, request.lora)
 
-    async def prepare(self, request: TextRequest, adapter: Adapter | None = None) -> PreparedText:
+    async def _prepare(self, request: TextRequest, adapter: Adapter | None = None) -> PreparedText:
         """Render and check `request`."""
         ensure_ready(self.engine)
         # Tokenizing a long prompt takes a while; keep the event loop free for other requests.
@@ -139,7 +139,7 @@ class TextService:
         params, copies = engine_choices(params)
         return PreparedText(request, prompt_token_ids, params, copies, adapter)
 
-    def stream(self, prepared: PreparedText, request_id: str) -> AsyncGenerator[TextDelta, None]:
+    def _stream(self, prepared: PreparedText, request_id: str) -> AsyncGenerator[TextDelta, None]:
         """Deltas as the engine makes them, one index per client choice (with tools, read back as
         text and calls: ToolDelta); closing this early aborts the engine request, whose id is
         `request_id` (the `cf-ai-req-id` the client sees). 429 before the engine sees it when the
