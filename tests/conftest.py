@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from tests.support.early import EarlyCommand, start_in_background
 from tests.support.http_target import serving
 
 # Test servers share the machine's cores with each other and with the test process. On a small
@@ -22,3 +23,15 @@ def http_target() -> Iterator[Callable[[type[BaseHTTPRequestHandler]], str]]:
     """Serve a canned handler for the test: `url = http_target(Handler)`; stopped when the test ends."""
     with ExitStack() as stack:
         yield lambda handler: stack.enter_context(serving(handler))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the commands of the selected `early` tests (tests/support/early.py), in the tests' order."""
+    if session.config.option.collectonly:
+        return
+    commands: list[EarlyCommand] = []
+    for item in session.items:
+        for marker in item.iter_markers("early"):
+            commands += [c for c in marker.args if c not in commands]
+    if commands:
+        start_in_background(commands)

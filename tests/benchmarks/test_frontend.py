@@ -20,7 +20,6 @@ from benchmarks.frontend import (
     front_end_cpu,
     is_engine,
     loadgen_saturated,
-    main,
     series_row,
     with_ratios,
 )
@@ -28,6 +27,7 @@ from benchmarks.tiny_model import build, tokenizer_dir
 from loadtests.client import send
 from loadtests.prompts import Prompt
 from loadtests.protocols import Sampling, Target
+from tests.support.early import EarlyCommand
 from tests.support.fakes import TEXT_MODEL, fake_settings
 from tests.support.servers import serve_app
 
@@ -202,10 +202,22 @@ def test_light_reading_still_sees_an_error_event_mid_stream():
         assert not record.ok and record.error_code == "stream:3007", light
 
 
-def test_a_short_run_on_the_real_engines_reports_every_series(tmp_path):
-    out = tmp_path / "bench"
-    argv = ["--levels", "4", "--requests", "8", "--output-tokens", "8", "--warmup", "2", "--processes", "2"]
-    assert main([*argv, "--out", str(out), "--kv-cache-gib", "0.0625", "--max-num-seqs", "16"]) == 0
+SHORT_RUN = ["--levels", "4", "--requests", "8", "--output-tokens", "8", "--warmup", "2", "--processes", "2"]
+SMALL_ENGINE = ["--kv-cache-gib", "0.0625", "--max-num-seqs", "16"]
+# Three servers on the real engine take minutes on a CPU: the run starts when collection ends
+# (tests/support/early.py).
+SHORT_RUN_ON_THE_REAL_ENGINES = EarlyCommand(
+    "bench-frontend",
+    lambda out: [sys.executable, "-m", "benchmarks.frontend", *SHORT_RUN, "--out", str(out), *SMALL_ENGINE],
+    timeout=900,
+)
+
+
+@pytest.mark.early(SHORT_RUN_ON_THE_REAL_ENGINES)
+def test_a_short_run_on_the_real_engines_reports_every_series():
+    done = SHORT_RUN_ON_THE_REAL_ENGINES.result()
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.folder
     report = json.loads((out / "frontend.json").read_text())
     assert "VLLM::EngineCore" in json.dumps(report["processes"]["wai"]["engine"])
     assert report["processes"]["wai"]["front_end"] and report["processes"]["vllm serve"]["front_end"]

@@ -9,12 +9,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.support.early import EarlyCommand
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
@@ -37,19 +38,32 @@ STEPS = [
 DUMMY = "configs/llama-3-8b-dummy.yaml"
 
 
+def check_command(out: Path, *args: str) -> list[str]:
+    return [sys.executable, str(SCRIPT), "--out", str(out), *args]
+
+
+def without_hub_tokens(folder: Path) -> dict[str, str]:
+    """This environment without a Hugging Face token, and an empty Hugging Face cache in `folder`."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    return {**clean, "HF_HOME": str(folder / "hf")}
+
+
 def check(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any], str]:
     out = tmp_path / "report"
-    clean = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
-    clean["HF_HOME"] = str(tmp_path / "hf")  # an empty Hugging Face cache
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), *args],
+        check_command(out, *args),
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=900,
-        env={**clean, **(env or {})},
+        env={**without_hub_tokens(tmp_path), **(env or {})},
     )
-    assert (out / "gpu-check.json").exists(), result.stdout + result.stderr
+    return result.returncode, read_report(out, result.stdout + result.stderr), result.stdout
+
+
+def read_report(out: Path, output: str) -> dict[str, Any]:
+    """The JSON report, after checking that the Markdown one says the same verdicts."""
+    assert (out / "gpu-check.json").exists(), output
     report = json.loads((out / "gpu-check.json").read_text())
     markdown = (out / "gpu-check.md").read_text()
     assert f"**Verdict: {report['verdict']}**" in markdown
@@ -57,7 +71,7 @@ def check(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tupl
         assert f"| {step['name']} | {step['verdict']} |" in markdown
         assert step["verdict"] in ("pass", "fail", "skipped")
         assert step["verdict"] == "pass" or step["reason"], f"{step['name']} gives no reason"
-    return result.returncode, report, result.stdout
+    return report
 
 
 def steps(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -201,16 +215,24 @@ def test_load_series_verdict() -> None:
     assert gpu_check_load.problems(level(row(700.0), row(1000.0, failed=1)), 256, None)
 
 
-def test_the_rehearsal_runs_the_whole_sequence_on_this_cpu(tmp_path: Path) -> None:
+# The rehearsal's servers take minutes on a CPU: it starts when collection ends (tests/support/early.py).
+REHEARSAL = EarlyCommand(
+    "gpu-check-rehearsal",
+    lambda folder: check_command(folder / "report", "--rehearse", "--config", DUMMY),
+    timeout=900,
+    env=without_hub_tokens,
+)
+
+
+@pytest.mark.early(REHEARSAL)
+def test_the_rehearsal_runs_the_whole_sequence_on_this_cpu() -> None:
     """The node's sequence on the dummy config, scaled to a CPU: every step but the GPU's passes, the
     report holds each series' figures, and the verdict is still not pass."""
-    started = time.monotonic()
-    rc, report, _ = check(tmp_path, "--rehearse", "--config", DUMMY)
-    print(
-        f"rehearsal: {time.monotonic() - started:.0f} s; steps: {[(s['name'], s['seconds']) for s in report['steps']]}"
-    )
+    done = REHEARSAL.result()
+    report = read_report(done.folder / "report", done.stdout + done.stderr)
+    print(f"rehearsal steps: {[(s['name'], s['seconds']) for s in report['steps']]}")
     s = steps(report)
-    assert rc == 0, {n: st["reason"] for n, st in s.items() if st["verdict"] != "pass"}
+    assert done.returncode == 0, {n: st["reason"] for n, st in s.items() if st["verdict"] != "pass"}
     assert report["rehearsal"] is True and report["verdict"] == "incomplete"
     assert [n for n in STEPS if s[n]["verdict"] != "pass"] == ["gpu", "bandwidth"]
     assert s["serve"]["figures"]["stand_in"] == "@cf/wai/llama-3-8b-random-weights"
@@ -227,6 +249,6 @@ def test_the_rehearsal_runs_the_whole_sequence_on_this_cpu(tmp_path: Path) -> No
     assert s["lora"]["figures"]["adapters"] == ["lora-0", "lora-1", "lora-2", "lora-3"]
     assert s["lora"]["figures"]["levels"][0]["streams"] == scale.lora_streams
     assert s["api_processes"]["figures"]["levels"][0]["series"]["wai-run"]["failed"] == 0
-    markdown = (tmp_path / "report" / "gpu-check.md").read_text()
+    markdown = (done.folder / "report" / "gpu-check.md").read_text()
     assert "rehearsal on a CPU: never a GPU verdict" in markdown
     assert "| 4 | wai-run | 4 (0) | 8.0 |" in markdown

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.multiprocess import MultiProcessCollector
 from safetensors.numpy import save
 
-from server import metrics
+from server import cli, metrics
 from server.batch.jobs import SubmittingStore
 from server.batch.store import BatchStore, NewItem
 from server.cli import main
@@ -45,7 +45,9 @@ def test_api_processes_is_1_unless_set_and_the_flag_wins_over_env_and_file(tmp_p
     assert load_settings(config, api_processes=2).api_processes == 2  # what `--api-processes 2` passes
 
 
-def test_fewer_than_one_process_is_refused(tmp_path, capsys):
+def test_fewer_than_one_process_is_refused(tmp_path, capsys, monkeypatch):
+    # `wai serve` sends its logs to this test's captured stream, closed once the test ends: not here.
+    monkeypatch.setattr(cli, "configure_logging", lambda: None)
     config = tmp_path / "config.yaml"
     config.write_text("models: []\n")
     assert main(["serve", "--config", str(config), "--api-processes", "0"]) == 2
