@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from server import metrics
 from server.api import binding, finetunes, openai, openapi, ops, playground, workers_ai
 from server.api import errors as api_errors
+from server.api.connections import ErrorsEndWithTheirAnswer
 from server.api.middleware import RecordRequests
 from server.auth import KeyRing
 from server.batch.jobs import BatchJobs
@@ -126,6 +128,13 @@ async def run_engines(registry: ModelRegistry, lifecycle: Lifecycle, every_s: fl
         await asyncio.sleep(every_s)
 
 
+class WaiApp(FastAPI):
+    """FastAPI, with an unexpected exception ending at its answer (server/api/connections.py)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return ErrorsEndWithTheirAnswer(super().build_middleware_stack())
+
+
 def create_app(settings: Settings, engines: Engines | None = None, front_end: FrontEnd | None = None) -> FastAPI:
     """The app of the one `wai serve` process, or (`front_end`) of one of its front-end processes."""
     registry = build_registry(settings, engines or VllmEngines(front_end), front_end)
@@ -143,7 +152,7 @@ def create_app(settings: Settings, engines: Engines | None = None, front_end: Fr
         for service in registry.services:
             await service.engine.stop()
 
-    app = FastAPI(title="wai", description="Workers AI and OpenAI APIs on vLLM", lifespan=lifespan)
+    app = WaiApp(title="wai", description="Workers AI and OpenAI APIs on vLLM", lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
     app.state.adapters = registry.adapters

@@ -112,14 +112,33 @@ def run_serve(args: argparse.Namespace) -> int:
 def serve_app(app: FastAPI, settings: Settings, sockets: list[socket.socket] | None = None) -> int:
     """Serve `app` until it drains (or its engine dies); its exit code. On `sockets` when given (a
     front end of several), else on the configured host and port."""
-    # Requests are drained before uvicorn shuts down (server/lifecycle.py); what is left then is a
-    # connection that never sent a request, or a client that stopped reading.
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="info", access_log=False, timeout_graceful_shutdown=5
-    )
-    server = DrainingServer(config, app.state.lifecycle)
+    server = DrainingServer(server_config(app, settings), app.state.lifecycle)
     server.run(sockets)
     return app.state.lifecycle.exit_code
+
+
+def server_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.Config:
+    """uvicorn as wai runs it: its HTTP protocol with the connection's defences (server/api/connections.py),
+    and TLS when configured. Requests are drained before uvicorn shuts down (server/lifecycle.py); what
+    is left then is a connection that never sent a request, or a client that stopped reading."""
+    from server.api.connections import guarded_http
+
+    tls = settings.tls
+    return uvicorn.Config(
+        app,
+        **{
+            "host": settings.host,
+            "port": settings.port,
+            "log_level": "info",
+            "access_log": False,
+            "timeout_graceful_shutdown": 5,
+            "http": guarded_http(settings.limits),
+            "timeout_keep_alive": settings.limits.keep_alive_timeout_s,
+            "ssl_certfile": str(tls.certfile) if tls.certfile else None,
+            "ssl_keyfile": str(tls.keyfile) if tls.keyfile else None,
+            **options,
+        },
+    )
 
 
 def run_front_end(fields: dict[str, Any], sock: socket.socket, front_end: FrontEnd) -> None:

@@ -137,6 +137,34 @@ class Limits(BaseModel):
     request_timeout_s: float = Field(600, gt=0)
     # On SIGTERM, how long requests in flight get to finish before they are cut short.
     drain_timeout_s: float = Field(30, ge=0)
+    # The connection's own defences (server/api/connections.py, docs/security.md), as nginx's in front
+    # of an app: a request's headers must arrive within this long of its first byte; its body may
+    # pause no longer than this between two reads (a slow upload that keeps sending is never cut).
+    header_timeout_s: float = Field(30, gt=0)
+    body_timeout_s: float = Field(60, gt=0)
+    keep_alive_timeout_s: float = Field(5, gt=0)  # an idle kept-alive connection closes after this
+    max_header_bytes: int = Field(16 * 1024, ge=1024)  # larger request heads get 431
+    # Open connections in all and from one client address; the excess gets 503 with Retry-After.
+    # Behind a proxy every connection comes from the proxy's address: raise the second to the first.
+    max_connections: int = Field(4096, ge=1)
+    max_connections_per_client: int = Field(512, ge=1)
+
+
+class TlsConfig(BaseModel):
+    """HTTPS from wai itself, for a node that faces clients without an ingress in front."""
+
+    certfile: Path | None = None  # PEM certificate chain
+    keyfile: Path | None = None  # PEM private key
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TlsConfig:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("tls needs both certfile and keyfile, or neither")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.certfile is not None
 
 
 class StreamingConfig(BaseModel):
@@ -205,6 +233,7 @@ class Settings(BaseSettings):
     # Uploaded LoRA fine-tunes, one folder each; default: <cache_dir>/adapters.
     adapters_dir: Path | None = None
     limits: Limits = Field(default_factory=Limits)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)

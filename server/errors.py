@@ -91,6 +91,11 @@ def request_too_large() -> WaiError:
     return WaiError(413, 3006, "Request is too large")
 
 
+def headers_too_large(limit_bytes: int) -> WaiError:
+    # The request's head past `limits.max_header_bytes`: refused by the connection, before any route.
+    return WaiError(431, 3006, f"Request headers are too large (over {limit_bytes} bytes)")
+
+
 def request_aborted() -> WaiError:
     return WaiError(408, 3008, "Request was aborted")
 

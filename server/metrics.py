@@ -116,6 +116,17 @@ IN_FLIGHT = Gauge(
     MODEL,
     multiprocess_mode="livesum",  # each process counts its own requests
 )
+HTTP_REFUSALS = Counter(
+    "wai_http_refusals",
+    "Connections and requests the HTTP layer refused before any route, by reason: header_timeout,"
+    " body_timeout, header_too_large, max_connections, max_connections_per_client.",
+    ["reason"],
+)
+CONNECTIONS_OPEN = Gauge(
+    "wai_http_connections_open",
+    "Client connections open (limits.max_connections bounds them).",
+    multiprocess_mode="livesum",
+)
 COST_USD = Counter(
     "wai_workers_ai_cost_usd",
     "What the same tokens would have cost on hosted Workers AI (config prices).",

@@ -38,19 +38,23 @@ def is_binding_path(path: str) -> bool:
     return BINDING_PATH.match(path) is not None
 
 
+def wire_body(path: str, error: errors.WaiError) -> tuple[int, dict]:
+    """The status and JSON body of `error` in the protocol of the route at `path`."""
+    if is_openai_path(path):
+        return openai_answers.error_status(error), openai_answers.error_body(error)
+    if is_binding_path(path):
+        return error.status, binding.failure(error)
+    return error.status, workers_ai.failure(error)
+
+
 def render(request: Request, error: errors.WaiError) -> JSONResponse:
     record = getattr(request.state, "record", None)  # api/middleware.py; none on /metrics and probes
     if record is not None:
         record.fail(error)
-    status, headers = error.status, error.headers
-    if is_openai_path(request.url.path):
-        body, status = openai_answers.error_body(error), openai_answers.error_status(error)
-    elif is_binding_path(request.url.path):
-        body = binding.failure(error)
-        if record is not None:  # the runtime keeps it as `env.AI.lastRequestId`, failed or not
-            headers = {**headers, "cf-ai-req-id": record.request_id}
-    else:
-        body = workers_ai.failure(error)
+    status, body = wire_body(request.url.path, error)
+    headers = error.headers
+    if record is not None and is_binding_path(request.url.path):
+        headers = {**headers, "cf-ai-req-id": record.request_id}  # the runtime keeps it as `env.AI.lastRequestId`
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -14,6 +14,7 @@ from tests.integration.session import (
     BATCH_MAX_ITEMS,
     BATCH_MAX_PAYLOAD_BYTES,
     BODY_LIMIT,
+    SESSION_LIMITS,
     SMALL_DRAIN_TIMEOUT_S,
     SMALL_KEYS,
     UPLOAD_LIMIT,
@@ -25,8 +26,9 @@ from tests.support.servers import RunningServer, launch_server, start_server, te
 
 class SessionServer:
     """The session server: one real server on the default model for the whole session, with two API keys,
-    a small upload limit (so that the limit can be tested cheaply), and its own fine-tune store and batch
-    jobs (never the user's own in the cache). The store is shared with other test servers."""
+    a small upload limit and short connection timeouts (so that both can be tested cheaply), and its own
+    fine-tune store and batch jobs (never the user's own in the cache). The store is shared with other
+    test servers."""
 
     def __init__(self, folder: Path):
         self.adapters_dir = folder / "adapters"
@@ -50,6 +52,7 @@ class SessionServer:
                     "WAI_BATCH__DB_PATH": str(self.batch_db),
                     "WAI_BATCH__MAX_ITEMS_PER_JOB": str(BATCH_MAX_ITEMS),
                     "WAI_BATCH__MAX_PAYLOAD_BYTES": str(BATCH_MAX_PAYLOAD_BYTES),
+                    **{f"WAI_LIMITS__{name.upper()}": str(value) for name, value in SESSION_LIMITS.items()},
                 },
             )
         return self.running

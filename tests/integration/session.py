@@ -13,6 +13,9 @@ BODY_LIMIT = 1_000_000
 BATCH_MAX_ITEMS = 8
 BATCH_MAX_PAYLOAD_BYTES = 16_384
 UPLOAD_LIMIT = 4 * 1024 * 1024  # the test adapter's weights are about 1.8 MB
+# The connection's defences, short so that slow clients are quick to test (tests/integration/test_slow_clients.py);
+# the cap per address stays above what any test sends at once from 127.0.0.1.
+SESSION_LIMITS = {"header_timeout_s": 5, "body_timeout_s": 5, "max_connections_per_client": 64}
 
 # The small server's: its drain timeout, and its keys beside the plain key "small-key".
 SMALL_DRAIN_TIMEOUT_S = 20

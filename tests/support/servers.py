@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 import yaml
 from fastapi import FastAPI
 
 from server.app import create_app
-from server.cli import DrainingServer
+from server.cli import DrainingServer, server_config
 from server.config import Settings
 from tests.support.fakes import EMBEDDING_MODEL, TEXT_MODEL, FakeEmbeddingEngine, FakeEngines, FakeTextEngine
 from tests.support.metrics import scrape
@@ -49,6 +48,7 @@ def wait_until_ready(
     timeout: float,
     ready: Callable[[int], bool] = is_ok,
     interval: float = 0.1,
+    verify: bool = True,
 ) -> list[int]:
     """Poll `url` until its status is `ready`, and return every status seen. Fails as soon as `alive()`
     is false, or after `timeout` seconds, with `why_not()` (a log's tail) in the message."""
@@ -58,7 +58,7 @@ def wait_until_ready(
         if not alive():
             raise RuntimeError(f"{url}: the server stopped while starting:\n{why_not()}")
         try:
-            seen.append(httpx.get(url, timeout=5).status_code)
+            seen.append(httpx.get(url, timeout=5, verify=verify).status_code)
             if ready(seen[-1]):
                 return seen
         except httpx.TransportError:
@@ -271,11 +271,14 @@ def serve_app(settings: Settings, engines: FakeEngines | None = None, timeout: f
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # bound here and handed to uvicorn: no race for the port
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
+    config = server_config(app, settings, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
     server = DrainingServer(config, app.state.lifecycle)  # wai serve's own; its signals come from tests
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="wai-test-server", daemon=True)
     thread.start()
-    served = ServedApp(f"http://127.0.0.1:{port}", TEXT_MODEL, app=app, engines=engines, server=server, thread=thread)
+    scheme = "https" if settings.tls.enabled else "http"
+    served = ServedApp(
+        f"{scheme}://127.0.0.1:{port}", TEXT_MODEL, app=app, engines=engines, server=server, thread=thread
+    )
     try:
         wait_until_ready(
             f"{served.base_url}/readyz",
@@ -283,6 +286,7 @@ def serve_app(settings: Settings, engines: FakeEngines | None = None, timeout: f
             lambda: "the test server's thread ended",
             timeout,
             interval=0.01,
+            verify=False,  # ready or not, whoever signed its certificate
         )
         yield served
     finally:
