@@ -1,6 +1,7 @@
 """Settings for every test server this suite starts, and the fixtures every tier shares."""
 
 import os
+import resource
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler
@@ -16,6 +17,12 @@ from tests.support.http_target import serving
 # CPU"); vLLM's own binding, one core for the model, degrades gracefully there. The binding wai
 # computes is tested in tests/unit/test_cpu_env.py.
 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
+
+# The slow-client tests hold 2,000 connections open, from this process to a server it starts: both need
+# more file descriptors than a shell's usual 1,024. Raised as far as the hard limit allows.
+_, hard_limit = resource.getrlimit(resource.RLIMIT_NOFILE)
+wanted = 8192 if hard_limit == resource.RLIM_INFINITY else min(8192, hard_limit)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(wanted, resource.getrlimit(resource.RLIMIT_NOFILE)[0]), hard_limit))
 
 
 @pytest.fixture
