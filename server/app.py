@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from server import metrics
-from server.api import binding, finetunes, openai, openapi, ops, playground, workers_ai
+from server.api import anthropic, binding, finetunes, openai, openapi, ops, playground, workers_ai
 from server.api import errors as api_errors
 from server.api.connections import ErrorsEndWithTheirAnswer
 from server.api.middleware import RecordRequests
@@ -170,6 +170,7 @@ def create_app(settings: Settings, engines: Engines | None = None, front_end: Fr
     app.include_router(binding.router)  # before the run route, whose {model:path} would take `run/proxy`
     app.include_router(workers_ai.router)
     app.include_router(openai.router)
+    app.include_router(anthropic.router)
     app.include_router(finetunes.router)
     app.include_router(playground.router)
     playground.mount_assets(app)

@@ -112,6 +112,12 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def presented_key(request: Request) -> str | None:
+    """The key a client sent: `Authorization: Bearer <key>`, or `x-api-key: <key>` as Anthropic's
+    clients send it."""
+    return bearer_token(request) or request.headers.get("x-api-key", "").strip() or None
+
+
 def require_key(scope: Scope) -> Callable[[Request], Awaitable[None]]:
     """A FastAPI dependency: 401 / 10000 unless the request carries a key for `scope` (or no keys are
     set), 429 / 3040 past that key's limits. Its place is given back when the request ends."""
@@ -120,7 +126,7 @@ def require_key(scope: Scope) -> Callable[[Request], Awaitable[None]]:
         ring: KeyRing = request.app.state.keys
         if not ring.keys:
             return
-        token = bearer_token(request)
+        token = presented_key(request)
         use = ring.find(token) if token is not None else None
         if use is None or not use.may(scope):
             raise errors.authentication_error()

@@ -34,6 +34,7 @@ log = logging.getLogger("wai.requests")
 
 WORKERS_AI = "workers_ai"
 OPENAI = "openai"
+ANTHROPIC = "anthropic"
 
 
 @dataclass

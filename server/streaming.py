@@ -1,4 +1,4 @@
-"""Server-sent event encoders: the Workers AI event sequence and OpenAI's chunk sequence.
+"""Server-sent event encoders: the Workers AI event sequence, OpenAI's chunks and Anthropic's events.
 
 Every streamed token passes through here, so the bytes of an event are put together from parts built
 once per stream (the OpenAI chunk's envelope, the Workers AI event's ending with its padding) around
@@ -19,7 +19,7 @@ import orjson
 from server import errors
 from server.config import StreamingConfig
 from server.engine.types import TextDelta
-from server.protocol import openai_answers, workers_ai
+from server.protocol import anthropic_answers, openai_answers, workers_ai
 from server.protocol.tools import workers_ai_calls
 from server.serving.tool_calls import ToolDelta
 
@@ -146,3 +146,26 @@ async def openai_events(
         log.exception("stream failed")
         yield sse(openai_answers.error_body(errors.internal_error()))
     yield DONE
+
+
+def named_event(name: str, data: Any) -> bytes:
+    """An event with its name, as Anthropic's stream sends each one."""
+    return b"event: " + name.encode() + b"\ndata: " + json_bytes(data) + b"\n\n"
+
+
+async def anthropic_events(
+    deltas: AsyncIterator[TextDelta], answer: anthropic_answers.MessageAnswer
+) -> AsyncIterator[bytes]:
+    """Anthropic's typed events (protocol/anthropic_answers.py); an error is an `error` event, which
+    the anthropic SDK raises. No `[DONE]`: `message_stop` ends the stream."""
+    try:
+        async for delta in deltas:
+            for name, data in answer.after(delta):
+                yield named_event(name, data)
+        for name, data in answer.finish():
+            yield named_event(name, data)
+    except errors.WaiError as error:
+        yield named_event("error", anthropic_answers.error_body(error))
+    except Exception:
+        log.exception("stream failed")
+        yield named_event("error", anthropic_answers.error_body(errors.internal_error()))

@@ -2,7 +2,8 @@
 
 `WaiError` carries the status, code and message (server/errors.py); this module only renders it:
 Workers AI's envelope for `/client/v4/...`, OpenAI's `{"error": {...}}` for the `/v1` APIs, and
-`{internalCode, message, name, description}` for the Workers binding's routes.
+`{internalCode, message, name, description}` for the Workers binding's routes, and Anthropic's
+`{"type": "error", "error": {...}}` for its Messages routes.
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from server import errors
-from server.protocol import binding, openai_answers, workers_ai
+from server.protocol import anthropic_answers, binding, openai_answers, workers_ai
 
 log = logging.getLogger("wai.errors")
 
 
 # OpenAI's paths: /v1/... and Cloudflare's own layout of them, /client/v4/accounts/{account_id}/ai/v1/...
 OPENAI_PATH = re.compile(r"^/(v1|client/v4/accounts/[^/]*/ai/v1)/")
+
+
+# Anthropic's Messages paths (api/anthropic.py), at /v1/messages and Workers AI's layout of /v1.
+ANTHROPIC_PATH = re.compile(r"^/(v1|client/v4/accounts/[^/]*/ai/v1)/messages(/count_tokens)?$")
 
 
 # The Workers binding's paths (api/binding.py): the runtime's own, and wrangler's remote form.
@@ -34,12 +39,19 @@ def is_openai_path(path: str) -> bool:
     return OPENAI_PATH.match(path) is not None
 
 
+def is_anthropic_path(path: str) -> bool:
+    return ANTHROPIC_PATH.match(path) is not None
+
+
 def is_binding_path(path: str) -> bool:
     return BINDING_PATH.match(path) is not None
 
 
 def wire_body(path: str, error: errors.WaiError) -> tuple[int, dict]:
     """The status and JSON body of `error` in the protocol of the route at `path`."""
+    if is_anthropic_path(path):  # Anthropic's statuses agree with OpenAI's (404 for an unknown model)
+        status = openai_answers.error_status(error)
+        return status, anthropic_answers.error_body(error, status)
     if is_openai_path(path):
         return openai_answers.error_status(error), openai_answers.error_body(error)
     if is_binding_path(path):

@@ -19,9 +19,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import errors
-from server.api.errors import is_binding_path, is_openai_path
+from server.api.errors import is_anthropic_path, is_binding_path, is_openai_path
 from server.lifecycle import Deadline, Lifecycle
-from server.records import OPENAI, WORKERS_AI, RequestRecord
+from server.records import ANTHROPIC, OPENAI, WORKERS_AI, RequestRecord
 
 # The APIs' paths. Probes, scrapes, docs and stray paths (/favicon.ico) are not API requests.
 API_PREFIXES = ("/client/v4/", "/v1/")
@@ -38,6 +38,13 @@ def request_record(request: Request) -> RequestRecord:
 
 def request_deadline(request: Request) -> Deadline:
     return request.state.deadline
+
+
+def protocol_of(path: str) -> str:
+    """The protocol an API path speaks, as the records and metrics name it."""
+    if is_anthropic_path(path):
+        return ANTHROPIC
+    return OPENAI if is_openai_path(path) else WORKERS_AI
 
 
 class RecordRequests:
@@ -59,7 +66,7 @@ class RecordRequests:
         if scope["type"] != "http" or not (scope["path"].startswith(API_PREFIXES) or is_binding_path(scope["path"])):
             await self.app(scope, receive, send)
             return
-        protocol = OPENAI if is_openai_path(scope["path"]) else WORKERS_AI
+        protocol = protocol_of(scope["path"])
         record = RequestRecord(protocol, log_prompts=self.log_prompts, request_id=self.request_id(scope))
         self._ids_in_flight.add(record.request_id)
         deadline = self.lifecycle.open(self.request_timeout_s)

@@ -3,8 +3,9 @@
 The API routes read their bodies as raw JSON themselves (api/common.py: the size limit, NaN and lone
 surrogates refused, the protocol's own error words), so FastAPI cannot see what they expect. Each route
 declares its body with `openapi_extra` from the helpers below, given the very schema that validates it:
-the Workers AI input schemas (protocol/workers_ai.py), the OpenAI pydantic request models
-(protocol/openai.py), the fine-tune create schema and the multipart asset upload (api/finetunes.py).
+the Workers AI input schemas (protocol/workers_ai.py), the OpenAI and Anthropic pydantic request
+models (protocol/openai.py, protocol/anthropic.py), the fine-tune create schema and the multipart
+asset upload (api/finetunes.py).
 
 `install(app)` completes the document FastAPI builds:
 - every `{name}` of a path template is declared as a path parameter on each of its operations (the
@@ -25,7 +26,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from server.api.errors import is_openai_path
+from server.api.errors import is_anthropic_path, is_openai_path
 
 Schema = dict[str, Any]
 
@@ -80,7 +81,24 @@ OPENAI_ERROR: Schema = {
     "additionalProperties": False,
 }
 
-_ERROR_SCHEMAS = {"WorkersAiError": WORKERS_AI_ERROR, "OpenAiError": OPENAI_ERROR}
+ANTHROPIC_ERROR: Schema = {
+    "title": "AnthropicError",
+    "description": "Every Anthropic Messages error: its type told by the HTTP status.",
+    "type": "object",
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["type", "message"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["type", "error"],
+    "additionalProperties": False,
+}
+
+_ERROR_SCHEMAS = {"WorkersAiError": WORKERS_AI_ERROR, "OpenAiError": OPENAI_ERROR, "AnthropicError": ANTHROPIC_ERROR}
 
 PATH_PARAMETER_DESCRIPTIONS = {
     "account_id": "Your Cloudflare account id: accepted and ignored.",
@@ -197,7 +215,9 @@ def _document_errors(path: str, operation: dict[str, Any]) -> None:
     responses.pop("422", None)  # FastAPI's; wai answers a refused parameter with 400 in the envelope
     if not path.startswith(("/client/v4/", "/v1/")):
         return
-    if is_openai_path(path):
+    if is_anthropic_path(path):
+        name, words = "AnthropicError", "Anthropic's error object"
+    elif is_openai_path(path):
         name, words = "OpenAiError", "OpenAI's error object"
     else:
         name, words = "WorkersAiError", "Workers AI's envelope"

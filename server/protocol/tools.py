@@ -185,6 +185,11 @@ def workers_ai_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
     return [{"name": call.name, "arguments": call.arguments} for call in calls]
 
 
+def anthropic_tool_uses(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    """Anthropic's `tool_use` content blocks: ids, names, and the arguments as the `input` object."""
+    return [{"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments} for call in calls]
+
+
 def openai_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
     """OpenAI's `message.tool_calls`: ids, type function, and the arguments as JSON text."""
     return [

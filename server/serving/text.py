@@ -112,6 +112,13 @@ class TextService:
         deltas = record.watch(deadline.within(self._stream(prepared, record.request_id)))
         return Generation(prepared, deltas)
 
+    async def count_prompt_tokens(self, request: TextRequest) -> int:
+        """The tokens `request`'s prompt takes after the chat template (tools included), as a run of it
+        would count them, without running it."""
+        ensure_ready(self.engine)
+        with engine_errors():
+            return len(await self.engine.with_tokenizer(render_prompt, request))
+
     def _adapter_for(self, request: TextRequest, requested_model: str) -> Adapter | None:
         """The fine-tune a request's `lora` names: 405 / 5005 when this model has LoRA off, 400 / 3041
         when there is no such fine-tune; errors name the model as the client called it."""

@@ -52,6 +52,9 @@ def test_a_hang_fails(fuzz_app: ServedApp, monkeypatch):
     ("path", "protocol"),
     [
         ("/v1/chat/completions", "openai"),
+        ("/v1/messages", "anthropic"),
+        ("/client/v4/accounts/a/ai/v1/messages/count_tokens", "anthropic"),
+        ("/v1/messages/other", "openai"),
         ("/client/v4/accounts/a/ai/v1/embeddings", "openai"),
         ("/client/v4/accounts/{account_id}/ai/v1/models", "openai"),
         ("/client/v4/accounts/a%2Fb/ai/v1/models", "workers_ai"),  # /accounts/a/b/...: no OpenAI route

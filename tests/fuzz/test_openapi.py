@@ -13,7 +13,7 @@ from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 from pydantic.json_schema import models_json_schema
 
 from server.api.finetunes import CREATE_INPUT
-from server.api.openapi import OPENAI_ERROR, WORKERS_AI_ERROR
+from server.api.openapi import ANTHROPIC_ERROR, OPENAI_ERROR, WORKERS_AI_ERROR
 from server.protocol import openai
 from server.protocol.workers_ai import TEXT_EMBEDDINGS_INPUT, TEXT_GENERATION_INPUT
 from tests.support.servers import ServedApp
@@ -87,7 +87,7 @@ def test_account_id_is_declared_on_every_account_operation(document):
 
 def test_every_post_describes_its_body(document):
     posts = [(path, operation) for path, method, operation in operations(document) if method == "post"]
-    assert len(posts) == 9
+    assert len(posts) == 13
     for path, operation in posts:
         body = operation.get("requestBody")
         assert body and body["required"] is True and body["content"], path
@@ -168,7 +168,10 @@ def test_errors_are_documented_in_their_protocols_envelope(document):
         assert "422" not in responses, path  # FastAPI's; never sent
         if not path.startswith(("/v1/", "/client/v4/")):
             continue
-        expected = OPENAI_ERROR if path.startswith("/v1/") or "/ai/v1/" in path else WORKERS_AI_ERROR
+        if path.endswith(("/messages", "/messages/count_tokens")):
+            expected = ANTHROPIC_ERROR
+        else:
+            expected = OPENAI_ERROR if path.startswith("/v1/") or "/ai/v1/" in path else WORKERS_AI_ERROR
         for status in ("4XX", "5XX"):
             assert resolve(document, responses[status]["content"]["application/json"]["schema"]) == expected, path
 

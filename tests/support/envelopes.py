@@ -1,5 +1,5 @@
-"""Workers AI's envelope and OpenAI's error object: read an answer after checking its shape, or say what
-is wrong with an error answer, by path.
+"""Workers AI's envelope, OpenAI's and Anthropic's error objects: read an answer after checking its shape,
+or say what is wrong with an error answer, by path.
 
 Written from the wire formats (README, docs/compatibility.md), not from the server's own rendering code,
 so that a path rendered in the wrong protocol fails here.
@@ -64,12 +64,17 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 # The OpenAI API lives at /v1/... and at Cloudflare's /client/v4/accounts/{account_id}/ai/v1/...
 OPENAI_PATH = re.compile(r"^(/v1/|/client/v4/accounts/[^/]+/ai/v1/)")
+# Anthropic's Messages API beside it: /v1/messages and /v1/messages/count_tokens.
+ANTHROPIC_PATH = re.compile(r"^(/v1/|/client/v4/accounts/[^/]+/ai/v1/)messages(/count_tokens)?$")
 WORKERS_AI_PATH = re.compile(r"^/client/v4/")
 
 
 def protocol_of(path: str) -> str | None:
-    """'openai', 'workers_ai', or None (probes and /metrics), for a request path as the server decodes it."""
+    """'anthropic', 'openai', 'workers_ai', or None (probes and /metrics), for a request path as the
+    server decodes it."""
     path = unquote(path)
+    if ANTHROPIC_PATH.match(path):
+        return "anthropic"
     if OPENAI_PATH.match(path):
         return "openai"
     if WORKERS_AI_PATH.match(path):
@@ -88,7 +93,9 @@ def error_problems(path: str, status: int, content_type: str, body: bytes) -> li
         parsed = json.loads(body)
     except ValueError:
         return [f"a {status} answer on {path} is not JSON: {body[:200]!r}"]
-    problems = workers_ai_problems(parsed) if protocol == "workers_ai" else openai_problems(parsed)
+    problems = {"workers_ai": workers_ai_problems, "openai": openai_problems, "anthropic": anthropic_problems}[
+        protocol
+    ](parsed)
     return [f"{status} on {path}: {problem}; body: {body[:300]!r}" for problem in problems]
 
 
@@ -133,6 +140,16 @@ def openai_problems(body: Any) -> list[str]:
     if not isinstance(error["code"], str) or not re.fullmatch(r"[0-9]+|[a-z_]+", error["code"]):
         problems.append(f"code is neither OpenAI's code nor the error code as a string: {error['code']!r}")
     return problems
+
+
+def anthropic_problems(body: Any) -> list[str]:
+    """{"type": "error", "error": {"type": str, "message": str}}"""
+    if not isinstance(body, dict) or set(body) != {"type", "error"} or body["type"] != "error":
+        return ["not Anthropic's error object ({'type': 'error', 'error': {...}})"]
+    error = body["error"]
+    if not isinstance(error, dict) or set(error) != {"type", "message"}:
+        return [f"the error is not {{type, message}}: {error!r}"]
+    return [f"{name} is not a non-empty string" for name in ("type", "message") if not error[name]]
 
 
 def assert_error_envelope(path: str, status: int, content_type: str, body: bytes) -> None:
