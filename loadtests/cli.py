@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.knee import MIN_GAIN, PAST_KNEE, sweep_levels
+from loadtests.protocols import PROTOCOLS
 
 SWEEP_CAP = 512  # past vLLM's default batch of 256 sequences on a GPU, so that its knee shows
 
@@ -62,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument(
         "--protocol",
         action="append",
-        choices=["workers-ai", "openai"],
+        choices=list(PROTOCOLS),
         help="wire format: the Workers AI run endpoint or OpenAI chat completions (default workers-ai)",
     )
     target.add_argument("--model", action="append", help="model name (default @cf/meta/llama-3-8b-instruct)")

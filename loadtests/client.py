@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from loadtests.prompts import Prompt
-from loadtests.protocols import PROTOCOLS, Event, OpenAIChat, Sampling, Target, WorkersAI
+from loadtests.protocols import PROTOCOLS, Event, Protocol, Sampling, Target
 
 # Light reading decodes only the events that can say something other than "one more output event":
 # the first, the last two before [DONE] (the usage, and the empty or finishing event before it), and
@@ -141,16 +141,14 @@ async def send(
     return record
 
 
-async def all_events(response: httpx.Response, protocol: WorkersAI | OpenAIChat) -> AsyncIterator[tuple[float, Event]]:
+async def all_events(response: httpx.Response, protocol: Protocol) -> AsyncIterator[tuple[float, Event]]:
     """Every server-sent event of the stream, decoded, with the time it arrived."""
     async for line in response.aiter_lines():
         if line.startswith("data:"):  # not blank separators, comments, `event:` lines
             yield time.perf_counter(), protocol.parse(line[5:].strip())
 
 
-async def light_events(
-    chunks: AsyncIterator[bytes], protocol: WorkersAI | OpenAIChat
-) -> AsyncIterator[tuple[float, Event]]:
+async def light_events(chunks: AsyncIterator[bytes], protocol: Protocol) -> AsyncIterator[tuple[float, Event]]:
     """The stream's events with the times they arrived, decoding only the first, the last LIGHT_TAIL
     and any error; every other `data:` line is one output event, taken on trust. Each event is
     passed on once LIGHT_TAIL more have arrived (or the stream ended), with its own arrival time."""

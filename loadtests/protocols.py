@@ -1,4 +1,4 @@
-"""The two wire formats a target can speak: one small class each, all wire details live here.
+"""The wire formats a target can speak: one small class each, all wire details live here.
 
 Each protocol knows its request URL and body, how to read one server-sent event (text, usage,
 error) and how to read an error body into a code.
@@ -146,6 +146,65 @@ class OpenAIChat:
         return "", body[:200].decode(errors="replace")
 
 
+class AnthropicMessages:
+    """`POST .../v1/messages` with `stream: true`: Anthropic's typed events; text in `text_delta`s, the
+    usage in `message_delta`, the end at `message_stop`."""
+
+    name = "anthropic"
+
+    def endpoint(self, url: str, model: str) -> str:
+        """The Messages URL from a server root, an SDK base URL, a `/v1` base or a full URL."""
+        url = url.rstrip("/")
+        if url.endswith("/messages"):
+            return url
+        if url.endswith("/v1"):
+            return f"{url}/messages"
+        return f"{url}/v1/messages"
+
+    def body(self, prompt: Prompt, model: str, sampling: Sampling) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": prompt.lora or model,
+            "messages": [m for m in prompt.messages if m["role"] != "system"],
+            "max_tokens": prompt.max_tokens,
+            "stream": True,
+        }
+        system = "".join(m["content"] for m in prompt.messages if m["role"] == "system")
+        if system:
+            body["system"] = system
+        if sampling.temperature is not None:
+            body["temperature"] = min(sampling.temperature, 1.0)  # Anthropic's range is 0..1
+        return body
+
+    def parse(self, data: str) -> Event:
+        event = _json(data)
+        if not isinstance(event, dict):
+            return Event(error=("bad_event", data[:200]))
+        kind = event.get("type")
+        if kind == "error":
+            return Event(error=_anthropic_error(event))
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            return Event(text=delta.get("text") or "", token=True)
+        if kind == "message_delta":
+            spent = event.get("usage") or {}
+            prompt = (spent.get("input_tokens") or 0) + (spent.get("cache_read_input_tokens") or 0)
+            return Event(usage={"prompt_tokens": prompt or None, "completion_tokens": spent.get("output_tokens")})
+        return Event(done=kind == "message_stop")
+
+    def error(self, body: bytes) -> tuple[str, str]:
+        event = _json(body.decode(errors="replace"))
+        if isinstance(event, dict) and event.get("type") == "error":
+            return _anthropic_error(event)
+        return "", body[:200].decode(errors="replace")
+
+
+def _anthropic_error(event: dict[str, Any]) -> tuple[str, str]:
+    error = event.get("error")
+    if not isinstance(error, dict):
+        return "", str(error)
+    return str(error.get("type", "")), str(error.get("message", ""))
+
+
 def _envelope_error(event: dict[str, Any]) -> tuple[str, str]:
     first = (event.get("errors") or [{}])[0]
     return str(first.get("code", "")), str(first.get("message", ""))
@@ -159,4 +218,5 @@ def _openai_error(chunk: dict[str, Any]) -> tuple[str, str]:
     return str(code), str(error.get("message", ""))
 
 
-PROTOCOLS: dict[str, WorkersAI | OpenAIChat] = {p.name: p for p in (WorkersAI(), OpenAIChat())}
+Protocol = WorkersAI | OpenAIChat | AnthropicMessages
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (WorkersAI(), OpenAIChat(), AnthropicMessages())}

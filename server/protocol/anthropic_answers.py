@@ -3,8 +3,8 @@
 The stream, as the anthropic SDK parses it: `message_start` (the message without content, its input
 tokens), then per content block `content_block_start`, `content_block_delta` (`text_delta`, or
 `input_json_delta` for a tool call's input as it is written) and `content_block_stop`, then
-`message_delta` (the stop reason and the output tokens) and `message_stop`. An error mid-stream is an
-`error` event. The requests are anthropic.py's.
+`message_delta` (the stop reason and the whole usage, as Anthropic's API now sends it) and
+`message_stop`. An error mid-stream is an `error` event. The requests are anthropic.py's.
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ class MessageAnswer:
     _block: int = -1  # the content block being streamed
     _block_kind: str | None = None  # "text" or "tool_use" while a block is open
     _finish: str | None = None
+    _prompt_tokens: int = 0
+    _cached_tokens: int = 0
     _output_tokens: int = 0
     _started: bool = False
 
@@ -110,6 +112,7 @@ class MessageAnswer:
                 events += self._open("tool_use", {"type": "tool_use", "id": piece.id, "name": piece.name, "input": {}})
             if piece.arguments:
                 events.append(self._delta({"type": "input_json_delta", "partial_json": piece.arguments}))
+        self._prompt_tokens, self._cached_tokens = delta.prompt_tokens, delta.cached_tokens
         self._output_tokens = delta.completion_tokens
         self._finish = delta.finish_reason or self._finish
         return events
@@ -123,9 +126,8 @@ class MessageAnswer:
             events += self._open("text", {"type": "text", "text": ""})
         self._close(events)
         stop = {"stop_reason": stop_reason(self._finish), "stop_sequence": None}
-        events.append(
-            ("message_delta", {"type": "message_delta", "delta": stop, "usage": {"output_tokens": self._output_tokens}})
-        )
+        spent = usage(self._prompt_tokens, self._output_tokens, self._cached_tokens)
+        events.append(("message_delta", {"type": "message_delta", "delta": stop, "usage": spent}))
         events.append(("message_stop", {"type": "message_stop"}))
         return events
 

@@ -95,3 +95,23 @@ def test_a_short_sweep_reports_the_engine_metrics_and_an_html_page(server: Runni
     assert "## Saturation sweep" in markdown and "## Engine during each level (from /metrics)" in markdown
     page = ET.fromstring((out / "report.html").read_text())  # well-formed, or this raises
     assert len(list(page.iter("{http://www.w3.org/2000/svg}svg"))) == 3
+
+
+def test_a_run_over_anthropics_messages_api_counts_from_its_events(server: RunningServer, tmp_path):
+    out = tmp_path / "anthropic"
+    command = [sys.executable, "-m", "server.cli", "loadtest", "--url", server.base_url, "--protocol", "anthropic"]
+    command += ["--model", REAL_MODEL, "--concurrency", "2", "--num-requests", "3", "--output-tokens", "8"]
+    command += ["--warmup", "0", "--no-progress", "--out", str(out)]
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "WAI_API_KEY": server.api_key},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    requests = json.loads((out / "report.json").read_text())["requests"]
+    assert len(requests) == 3 and all(r["ok"] and r["status"] == 200 for r in requests), requests
+    assert not any(r["usage_missing"] for r in requests)  # the counts came from message_delta's usage
+    assert all(r["prompt_tokens"] > 0 and 0 < r["output_tokens"] <= 8 and r["ttft"] <= r["e2e"] for r in requests)

@@ -103,6 +103,30 @@ def test_events_of_both_wire_formats():
     assert wai.error(b"<html>oops</html>") == ("", "<html>oops</html>")
 
 
+def test_anthropics_messages_events():
+    anthropic = PROTOCOLS["anthropic"]
+    assert anthropic.endpoint("http://h:1", "m") == "http://h:1/v1/messages"
+    assert (
+        anthropic.endpoint("http://h:1/client/v4/accounts/x/ai/v1", "m")
+        == "http://h:1/client/v4/accounts/x/ai/v1/messages"
+    )
+    assert not anthropic.parse('{"type":"message_start","message":{}}').token
+    delta = anthropic.parse('{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}')
+    assert delta.text == "Hi" and delta.token
+    spent = (
+        '{"type":"message_delta","delta":{},"usage":{"input_tokens":3,"cache_read_input_tokens":2,"output_tokens":4}}'
+    )
+    assert anthropic.parse(spent).usage == {"prompt_tokens": 5, "completion_tokens": 4}
+    assert anthropic.parse('{"type":"message_stop"}').done
+    failure = '{"type":"error","error":{"type":"overloaded_error","message":"busy"}}'
+    assert anthropic.parse(failure).error == ("overloaded_error", "busy")
+    assert anthropic.error(failure.encode()) == ("overloaded_error", "busy")
+    prompt = chat_prompts(8)[0]
+    body = anthropic.body(prompt, "m", Sampling(temperature=2.0))
+    assert body["temperature"] == 1.0 and body["stream"] is True and body["max_tokens"] == 8
+    assert all(m["role"] != "system" for m in body["messages"])
+
+
 def test_request_bodies():
     prompt = chat_prompts(8)[0]
     body = PROTOCOLS["openai"].body(prompt, "m", Sampling(temperature=0.0, ignore_eos=True))

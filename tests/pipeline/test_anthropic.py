@@ -105,7 +105,7 @@ def test_a_message_streamed_is_anthropics_event_sequence(client, engine):
     text = "".join(data["delta"]["text"] for name, data in seen if name == "content_block_delta")
     assert text == engine.text(max_tokens=3)
     assert seen[-2][1]["delta"] == {"stop_reason": "max_tokens", "stop_sequence": None}
-    assert seen[-2][1]["usage"] == {"output_tokens": 3}
+    assert seen[-2][1]["usage"] == {**start["usage"], "output_tokens": 3}
 
 
 def test_a_tool_use_whole_and_streamed(client, engine):
