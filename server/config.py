@@ -178,6 +178,9 @@ class MetricsConfig(BaseModel):
     # a scraper never holds a key that can run models); or give its sha256 hex digest instead.
     api_key: str | None = None
     api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    # A `metrics` object with the request's own timings on OpenAI answers and on a stream's usage chunk,
+    # as vLLM's per-request metrics (server/records.py, RequestRecord.timings). Off: OpenAI's shape exactly.
+    per_request: bool = False
 
 
 class BatchConfig(BaseModel):

@@ -156,6 +156,21 @@ class RequestRecord:
             return None
         return (self.last_token_at - self.first_token_at) / (steps - 1)
 
+    def timings(self) -> dict[str, float | None]:
+        """This request's own timings so far, in milliseconds, with vLLM's names: arrival to first
+        token, time in the engine's queue, first to last token, the mean time between tokens (none
+        below two tokens a choice), and the output tokens per second from arrival to the last token."""
+        first, last = self.first_token_at, self.last_token_at
+        inter_token = self.inter_token_latency()
+        spent = None if last is None else last - self.started
+        return {
+            "time_to_first_token_ms": _ms(None if first is None else first - self.started),
+            "queue_time_ms": _ms(self.queue_seconds),
+            "generation_time_ms": _ms(None if first is None or last is None else last - first),
+            "mean_itl_ms": _ms(inter_token),
+            "tokens_per_second": (round(self.total_completion_tokens / spent, 3) if spent else None),
+        }
+
     def log_line(self, status: int, code: str, duration: float) -> dict[str, Any]:
         line: dict[str, Any] = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -211,6 +226,10 @@ def _token_counters(model: str, lora: str) -> tuple[Any, Any, Any, Any]:
 
 def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 6)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
 
 
 def log_one_json_object_per_line() -> None:

@@ -135,11 +135,8 @@ async def openai_events(
             if choice is not None:
                 yield envelope.around(choice)
         if answer.include_usage:
-            yield sse(
-                answer.chunk(
-                    [], openai_answers.completion_usage(prompt_tokens, sum(completion_tokens.values()), cached_tokens)
-                )
-            )
+            spent = openai_answers.completion_usage(prompt_tokens, sum(completion_tokens.values()), cached_tokens)
+            yield sse(answer.with_timings(answer.chunk([], spent)))
     except errors.WaiError as error:
         yield sse(openai_answers.error_body(error))
     except Exception:

@@ -51,12 +51,14 @@ async def run_openai_text(
 ):
     """Both text endpoints: `model` resolved (a fine-tune's name too), the answer an `answer_type`."""
     route = resolve(request, asked.model, task="text-generation", finetunes=True)
+    record = request_record(request)
     answer = answer_type(
-        id=f"{id_prefix}-{request_record(request).request_id}",
+        id=f"{id_prefix}-{record.request_id}",
         created=openai_answers.now(),
         model=asked.model,
         top_logprobs=text.top_logprobs,
         include_usage=asked.include_usage,
+        timings=record.timings if request.app.state.settings.metrics.per_request else None,
     )
     return await run_text(request, route, text, OpenAIEncoder(answer))
 

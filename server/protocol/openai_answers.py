@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -79,9 +80,12 @@ class _TextAnswer:
     model: str  # as the client named it
     top_logprobs: int | None = None
     include_usage: bool = False
+    # The request's own timings (`metrics.per_request`): a `metrics` object on the whole answer and on
+    # the stream's usage chunk; none: OpenAI's shape exactly.
+    timings: Callable[[], dict[str, Any]] | None = None
 
     def whole(self, completion: Completion) -> dict[str, Any]:
-        return {
+        body = {
             "id": self.id,
             "object": self.object,
             "created": self.created,
@@ -89,6 +93,10 @@ class _TextAnswer:
             "choices": [self.whole_choice(choice) for choice in completion.choices],
             "usage": completion_usage(completion.prompt_tokens, completion.completion_tokens, completion.cached_tokens),
         }
+        return self.with_timings(body)
+
+    def with_timings(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, "metrics": self.timings()} if self.timings is not None else body
 
     def chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> dict[str, Any]:
         """One stream chunk; with include_usage every chunk carries `usage` (null until the last)."""

@@ -98,7 +98,10 @@ def llama3(tmp_path_factory) -> Served:
     [model] = [m for m in settings.models if LLAMA3 in m.served_names]
     checkpoint = resolve_checkpoint(model, settings.cache_dir)
     server = start_server(
-        "llama3", config=config, env={"WAI_ADAPTERS_DIR": str(tmp_path_factory.mktemp("llama3-adapters"))}
+        "llama3",
+        config=config,
+        # With the per-request timings on (test_per_request_timings_come_from_the_engines_run).
+        env={"WAI_ADAPTERS_DIR": str(tmp_path_factory.mktemp("llama3-adapters")), "WAI_METRICS__PER_REQUEST": "true"},
     )
     try:
         yield Served(server, model, checkpoint, AutoTokenizer.from_pretrained(checkpoint))
@@ -226,6 +229,17 @@ def test_generation_stops_at_each_llama3_stop_token(client, llama3, prompt, answ
     assert choice["finish_reason"] == "stop"
     # One token per character (the model emits single digits and letters), then the stop token.
     assert completion["usage"]["completion_tokens"] == len(answer) + 1
+
+
+def test_per_request_timings_come_from_the_engines_run(client, llama3):
+    body = {"model": LLAMA3, "prompt": "Count down:\n7", "max_tokens": 32, "temperature": 0}
+    completion = client.post("/v1/completions", json=body).json()
+    timings, tokens = completion["metrics"], completion["usage"]["completion_tokens"]
+    assert tokens >= 2 and timings["time_to_first_token_ms"] > 0 and timings["queue_time_ms"] is not None
+    assert 0 <= timings["queue_time_ms"] <= timings["time_to_first_token_ms"]
+    assert timings["mean_itl_ms"] * (tokens - 1) == pytest.approx(timings["generation_time_ms"], rel=0.01)
+    spent_s = (timings["time_to_first_token_ms"] + timings["generation_time_ms"]) / 1000
+    assert timings["tokens_per_second"] == pytest.approx(tokens / spent_s, rel=0.01)
 
 
 # The context window ---------------------------------------------------------------------------
