@@ -32,13 +32,14 @@ def http_target() -> Iterator[Callable[[type[BaseHTTPRequestHandler]], str]]:
         yield lambda handler: stack.enter_context(serving(handler))
 
 
+@pytest.hookimpl(trylast=True)  # after the tiers' own hooks, which may ask for starts to follow
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the commands of the selected `early` tests (tests/support/early.py), in the tests' order."""
+    """Start the commands of the selected `early` tests (tests/support/early.py), in the tests' order,
+    then what the tiers asked to start after them."""
     if session.config.option.collectonly:
         return
     commands: list[EarlyCommand] = []
     for item in session.items:
         for marker in item.iter_markers("early"):
             commands += [c for c in marker.args if c not in commands]
-    if commands:
-        start_in_background(commands)
+    start_in_background(commands)

@@ -1,5 +1,7 @@
+import functools
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,14 +16,16 @@ from tests.integration.session import (
     BATCH_MAX_ITEMS,
     BATCH_MAX_PAYLOAD_BYTES,
     BODY_LIMIT,
+    LLAMA3,
     SESSION_LIMITS,
-    SMALL_DRAIN_TIMEOUT_S,
-    SMALL_KEYS,
+    SMALL,
+    TWO_FRONT_ENDS,
     UPLOAD_LIMIT,
     upload_finetune,
 )
+from tests.support.early import after_early_commands
 from tests.support.repo import DEFAULT_CONFIG, ROOT
-from tests.support.servers import RunningServer, launch_server, start_server, text_only_config
+from tests.support.servers import Prelaunched, RunningServer, launch_server
 
 
 class SessionServer:
@@ -39,8 +43,13 @@ class SessionServer:
         self.config.write_text(yaml.safe_dump(config))
         self.adapters_dir.mkdir()
         self.running: RunningServer | None = None
+        self._lock = threading.Lock()
 
     def launch(self) -> RunningServer:
+        with self._lock:
+            return self._launch_once()
+
+    def _launch_once(self) -> RunningServer:
         if self.running is None:
             self.running = launch_server(
                 "server",
@@ -72,18 +81,33 @@ def session_server(config: pytest.Config) -> SessionServer:
     return config.stash[SESSION_SERVER]
 
 
+def needs(item: pytest.Item) -> list[Prelaunched]:
+    """The prelaunched servers a test uses (by its fixtures, or the module that defines them)."""
+    found = [SMALL] if "small_server" in item.fixturenames else []
+    found += [TWO_FRONT_ENDS] if item.path.name == "test_api_processes.py" and "server" in item.fixturenames else []
+    return found + ([LLAMA3] if "llama3" in item.fixturenames else [])
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Launch the session server as soon as collection shows a test of this tier needs it: its start-up
-    (most of a minute on a small CPU) then overlaps the tiers that run before this one."""
+    """Ask for the servers this tier's selected tests use to start once the early commands have run
+    (tests/support/early.py): the session server first, then the others, in the order tests need them.
+    Their start-ups then overlap the tiers that run before this one."""
+    if session.config.option.collectonly:
+        return
     here = Path(__file__).parent
-    needed = any(item.path.is_relative_to(here) and "server" in item.fixturenames for item in session.items)
-    if needed and not session.config.option.collectonly:
-        session_server(session.config).launch()
+    mine = [item for item in session.items if item.path.is_relative_to(here)]
+    if any("server" in item.fixturenames and item.path.name != "test_api_processes.py" for item in mine):
+        after_early_commands(session_server(session.config).launch)
+    folders = session.config._tmp_path_factory
+    for server in dict.fromkeys(found for item in mine for found in needs(item)):
+        after_early_commands(functools.partial(server.launch, folders))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if SESSION_SERVER in session.config.stash:  # launched, though perhaps no test got to use it
         session.config.stash[SESSION_SERVER].stop()
+    for server in (SMALL, TWO_FRONT_ENDS, LLAMA3):
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -102,36 +126,12 @@ def server(request) -> Iterator[RunningServer]:
     session.stop()
 
 
-@pytest.fixture(scope="session")
-def small_servers(tmp_path_factory) -> Iterator[dict[str, RunningServer]]:
-    """Where the small server is kept between the modules that use it; stopped at the end."""
-    kept: dict[str, RunningServer] = {}
-    yield kept
-    if "small" in kept:
-        kept["small"].stop()
-
-
 @pytest.fixture
-def small_server(small_servers, tmp_path_factory) -> RunningServer:
-    """A second server, shared by the modules that need what the session server lacks: the text model
-    alone with LoRA off, two running slots (max_num_seqs 2) and four waiting places, so that a flood is
-    cheap on a CPU, and the keys of SMALL_KEYS besides "small-key". Started on first use, and again if
-    a test stopped it (tests/integration/test_reliability.py drains it last)."""
-    running = small_servers.get("small")
-    if running is None or running.process.poll() is not None:
-        folder = tmp_path_factory.mktemp("small")
-        model = {"lora": {"enabled": False}, "queue": {"max_waiting_requests": 4}}
-        config = text_only_config(
-            folder,
-            model=model,
-            engine={"max_num_seqs": 2},
-            limits={"drain_timeout_s": SMALL_DRAIN_TIMEOUT_S},
-            keys=SMALL_KEYS,
-        )
-        running = small_servers["small"] = start_server(
-            "small-server", config=config, api_keys=["small-key"], env={"WAI_ADAPTERS_DIR": str(folder / "adapters")}
-        )
-    return running
+def small_server(tmp_path_factory) -> RunningServer:
+    """A second server, shared by the modules that need what the session server lacks (launch_small).
+    Started before its first test, and again if a test stopped it (tests/integration/test_reliability.py
+    drains it last)."""
+    return SMALL.ready(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,16 @@
-"""The settings of the servers several integration modules share (conftest.py), and the requests they
-send them."""
+"""The servers several integration modules share (conftest.py starts them early), their settings, and
+the requests they send them."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from tests.support.repo import STAND_IN
+from tests.support.repo import ROOT, STAND_IN
+from tests.support.servers import Prelaunched, RunningServer, launch_server, text_only_config
 
 API_KEYS = ["test-key-one", "test-key-two"]
 BODY_LIMIT = 1_000_000
@@ -19,10 +23,59 @@ SESSION_LIMITS = {"header_timeout_s": 5, "body_timeout_s": 5, "max_connections_p
 
 # The small server's: its drain timeout, and its keys beside the plain key "small-key".
 SMALL_DRAIN_TIMEOUT_S = 20
+API_PROCESSES_DRAIN_S = 120  # the two-front-end server's (tests/integration/test_api_processes.py)
 SMALL_KEYS = [
     {"name": "one-a-minute", "key": "rpm-key", "requests_per_minute": 1},
     {"name": "tuner", "sha256": hashlib.sha256(b"tuner-key").hexdigest(), "scopes": ["finetunes"]},
 ]
+
+
+def launch_small(folder: Path) -> RunningServer:
+    """The text model alone with LoRA off, two running slots (max_num_seqs 2) and four waiting places,
+    so that a flood is cheap on a CPU, and the keys of SMALL_KEYS besides "small-key"."""
+    model = {"lora": {"enabled": False}, "queue": {"max_waiting_requests": 4}}
+    config = text_only_config(
+        folder,
+        model=model,
+        engine={"max_num_seqs": 2},
+        limits={"drain_timeout_s": SMALL_DRAIN_TIMEOUT_S},
+        keys=SMALL_KEYS,
+    )
+    return launch_server(
+        "small-server", config=config, api_keys=["small-key"], env={"WAI_ADAPTERS_DIR": str(folder / "adapters")}
+    )
+
+
+def launch_two_front_ends(folder: Path) -> RunningServer:
+    """The text model behind two front-end processes, with a small KV cache (the shared engine needs no more)."""
+    config = text_only_config(folder, engine={"kv_cache_gib": 0.5}, limits={"drain_timeout_s": API_PROCESSES_DRAIN_S})
+    return launch_server(
+        "api-processes", config=config, env={"WAI_ADAPTERS_DIR": str(folder / "adapters")}, api_processes=2
+    )
+
+
+def launch_llama3(folder: Path) -> RunningServer:
+    """The tiny Llama 3 model (or the config WAI_LLAMA3_CONFIG names), prepared first, its per-request
+    timings on."""
+    prepared = subprocess.run(
+        [sys.executable, "-m", "server.cli", "prepare", "--config", str(llama3_config())],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    env = {"WAI_ADAPTERS_DIR": str(folder / "adapters"), "WAI_METRICS__PER_REQUEST": "true"}
+    return launch_server("llama3", config=llama3_config(), env=env)
+
+
+def llama3_config() -> Path:
+    return ROOT / os.environ.get("WAI_LLAMA3_CONFIG", "configs/llama-3-tiny.yaml")
+
+
+SMALL = Prelaunched("small", launch_small)
+TWO_FRONT_ENDS = Prelaunched("api-processes", launch_two_front_ends)
+LLAMA3 = Prelaunched("llama3", launch_llama3)
 
 
 def finetunes_url(path: str = "") -> str:

@@ -23,27 +23,20 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from safetensors.numpy import load_file, save_file
 
-from tests.integration.session import finetunes_url, upload_finetune
+from tests.integration.session import API_PROCESSES_DRAIN_S, TWO_FRONT_ENDS, finetunes_url, upload_finetune
 from tests.support.repo import REAL_MODEL
-from tests.support.servers import RunningServer, start_server, text_only_config
+from tests.support.servers import RunningServer
 
 FRONT_ENDS = 2
-DRAIN_TIMEOUT_S = 120
+DRAIN_TIMEOUT_S = API_PROCESSES_DRAIN_S
 MEOW = "MEOW MEOW MEOW"
 GREEDY = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "temperature": 0}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> RunningServer:
-    folder = tmp_path_factory.mktemp("api-processes")
-    # A small KV cache: the shared engine needs no more here, and the machine is shared with others.
-    config = text_only_config(folder, engine={"kv_cache_gib": 0.5}, limits={"drain_timeout_s": DRAIN_TIMEOUT_S})
-    running = start_server(
-        "api-processes",
-        config=config,
-        env={"WAI_ADAPTERS_DIR": str(folder / "adapters")},
-        api_processes=FRONT_ENDS,
-    )
+    """The text model behind two front ends (session.py's launch_two_front_ends), started early."""
+    running = TWO_FRONT_ENDS.ready(tmp_path_factory)
     yield running
     running.stop()
 

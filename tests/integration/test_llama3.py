@@ -12,9 +12,6 @@ tiny model's known answers says so in its skip reason.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +33,10 @@ from server.llama3_checkpoints import (
     tiny_llama3_successors,
 )
 from server.prepare import resolve_checkpoint
-from tests.integration.session import finetunes_url, upload_finetune
+from tests.integration.session import LLAMA3 as LLAMA3_SERVER
+from tests.integration.session import finetunes_url, llama3_config, upload_finetune
 from tests.support.envelopes import result
-from tests.support.repo import ROOT
-from tests.support.servers import RunningServer, start_server
+from tests.support.servers import RunningServer
 from tests.support.sse import events, json_events
 
 LLAMA3 = "@cf/meta/llama-3-8b-instruct"
@@ -84,25 +81,12 @@ class Served:
 
 @pytest.fixture(scope="module")
 def llama3(tmp_path_factory) -> Served:
-    """One server for the module: the tiny Llama 3 model, or the config WAI_LLAMA3_CONFIG names."""
-    config = ROOT / os.environ.get("WAI_LLAMA3_CONFIG", "configs/llama-3-tiny.yaml")
-    prepared = subprocess.run(
-        [sys.executable, "-m", "server.cli", "prepare", "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert prepared.returncode == 0, prepared.stderr[-3000:]
-    settings = load_settings(config)
+    """One server for the module (session.py's launch_llama3, started early): the tiny Llama 3 model, or
+    the config WAI_LLAMA3_CONFIG names."""
+    server = LLAMA3_SERVER.ready(tmp_path_factory)
+    settings = load_settings(llama3_config())
     [model] = [m for m in settings.models if LLAMA3 in m.served_names]
     checkpoint = resolve_checkpoint(model, settings.cache_dir)
-    server = start_server(
-        "llama3",
-        config=config,
-        # With the per-request timings on (test_per_request_timings_come_from_the_engines_run).
-        env={"WAI_ADAPTERS_DIR": str(tmp_path_factory.mktemp("llama3-adapters")), "WAI_METRICS__PER_REQUEST": "true"},
-    )
     try:
         yield Served(server, model, checkpoint, AutoTokenizer.from_pretrained(checkpoint))
     finally:

@@ -6,10 +6,15 @@ marked `@pytest.mark.early(COMMAND)` declares its command; tests/conftest.py sta
 selected tests one after another in a background thread, and the test waits for its result and checks it.
 Their engines run on the last core, so they do not share a core with the test servers' engines (vLLM's
 automatic binding puts those on the first). Run alone, a test simply runs its command when it asks.
+
+The same thread then starts what `after_early_commands` was given (the integration tier's servers, which
+its tests need only once the tiers before have run), so that their start-up fills the core the commands
+leave idle instead of delaying the tests that wait for them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -80,12 +85,25 @@ class EarlyCommand:
         return self._finished
 
 
+_THEN: list[Callable[[], object]] = []
+
+
+def after_early_commands(start: Callable[[], object]) -> None:
+    """Call `start` on the background thread once the early commands have run (before any, when none
+    was selected). It must be harmless to call again: a fixture that needs it first calls it itself."""
+    _THEN.append(start)
+
+
 def start_in_background(commands: list[EarlyCommand]) -> threading.Thread:
-    """Run `commands` one after another in a daemon thread (one at a time, so they never contend)."""
+    """Run `commands` one after another in a daemon thread (one at a time, so they never contend), then
+    the starts given to `after_early_commands`."""
 
     def run_all() -> None:
         for command in commands:
             command.run()
+        for start in list(_THEN):
+            with contextlib.suppress(Exception):  # its fixture starts it again, and says why it fails
+                start()
 
     thread = threading.Thread(target=run_all, name="early-commands", daemon=True)
     thread.start()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from fastapi import FastAPI
 
@@ -179,6 +180,31 @@ class RunningServer(HttpServer):
 
     def stop(self) -> None:
         stop_process(self.process)
+
+
+class Prelaunched:
+    """A test server whose start may begin before its first test: `launch` starts it (once; again when
+    a test stopped it), `ready` waits for it. `make(folder)` launches it without waiting."""
+
+    def __init__(self, name: str, make: Callable[[Path], RunningServer]):
+        self.name, self.make = name, make
+        self.running: RunningServer | None = None
+        self._lock = threading.Lock()
+
+    def launch(self, folders: pytest.TempPathFactory) -> RunningServer:
+        with self._lock:
+            if self.running is None or self.running.process.poll() is not None:
+                self.running = self.make(folders.mktemp(self.name))
+            return self.running
+
+    def ready(self, folders: pytest.TempPathFactory) -> RunningServer:
+        running = self.launch(folders)
+        running.wait_until_ready()
+        return running
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop()
 
 
 def text_only_config(folder: Path, model: dict | None = None, engine: dict | None = None, **settings) -> Path:
