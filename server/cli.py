@@ -109,6 +109,11 @@ def run_serve(args: argparse.Namespace) -> int:
     return serve_app(app, settings)
 
 
+# After the drain, uvicorn's own graceful shutdown: the cut requests' last events go out (deploy/ sizes
+# the pods' and containers' grace periods from it, tests/deploy/facts.py).
+HTTP_SHUTDOWN_S = 5
+
+
 def serve_app(app: FastAPI, settings: Settings, sockets: list[socket.socket] | None = None) -> int:
     """Serve `app` until it drains (or its engine dies); its exit code. On `sockets` when given (a
     front end of several), else on the configured host and port."""
@@ -131,7 +136,7 @@ def server_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.C
             "port": settings.port,
             "log_level": "info",
             "access_log": False,
-            "timeout_graceful_shutdown": 5,
+            "timeout_graceful_shutdown": HTTP_SHUTDOWN_S,
             "http": guarded_http(settings.limits),
             "timeout_keep_alive": settings.limits.keep_alive_timeout_s,
             "ssl_certfile": str(tls.certfile) if tls.certfile else None,

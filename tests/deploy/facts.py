@@ -3,7 +3,6 @@ its shutdown timings, its pinned engine. Shared by the image and the Kubernetes 
 
 from __future__ import annotations
 
-import ast
 import io
 import json
 import shlex
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from dockerfile_parse import DockerfileParser
 
+from server.cli import HTTP_SHUTDOWN_S
 from server.config import Settings, load_settings
 from server.lifecycle import CUT_GRACE_S
 
@@ -42,11 +42,7 @@ def wai_routes() -> frozenset[str]:
 @cache
 def http_shutdown_s() -> float:
     """uvicorn's `timeout_graceful_shutdown`, as `wai serve` sets it (server/cli.py)."""
-    tree = ast.parse((ROOT / "server" / "cli.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == "timeout_graceful_shutdown":
-            return float(ast.literal_eval(node.value))
-    raise AssertionError("server/cli.py no longer sets uvicorn's timeout_graceful_shutdown")
+    return float(HTTP_SHUTDOWN_S)
 
 
 def stop_time_needed_s(settings: Settings) -> float:
