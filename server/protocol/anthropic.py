@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from server import errors
 from server.protocol.tools import Mode, ToolChoice, checked_use, read_tool
@@ -25,14 +25,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TextBlock(_Strict):
+class _Block(_Strict):
+    """A content block. One sent back as the SDK read it from an answer carries fields of the answer's
+    own (`caller`, `citations`, ...) as null: those say nothing and are dropped; any other unknown field
+    is refused."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _without_nulls(cls, given: Any) -> Any:
+        return {k: v for k, v in given.items() if v is not None} if isinstance(given, dict) else given
+
+
+class TextBlock(_Block):
     type: Literal["text"]
     text: str
     cache_control: dict[str, Any] | None = None  # accepted: vLLM's prefix cache needs no marks
     citations: list[Any] | None = None
 
 
-class ToolUseBlock(_Strict):
+class ToolUseBlock(_Block):
     type: Literal["tool_use"]
     id: str
     name: str
@@ -40,7 +51,7 @@ class ToolUseBlock(_Strict):
     cache_control: dict[str, Any] | None = None
 
 
-class ToolResultBlock(_Strict):
+class ToolResultBlock(_Block):
     type: Literal["tool_result"]
     tool_use_id: str
     content: str | list[TextBlock] = ""

@@ -10,6 +10,8 @@ from tests.support.metrics import scrape
 from tests.support.repo import STAND_IN
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+# This SDK's `messages.create` no longer takes sampling fields; the API (and wai) still do.
+GREEDY = {"extra_body": {"temperature": 0}}
 WEATHER = {
     "name": "get_weather",
     "description": "Current weather in a city",
@@ -27,7 +29,7 @@ def test_a_message_and_its_tokens_counted_beforehand(sdk, server):
     before = scrape(server).value("wai_requests_total", protocol="anthropic")
     counted = sdk.messages.count_tokens(model=STAND_IN, messages=QUESTION, system="Answer in one word.")
     message = sdk.messages.create(
-        model=STAND_IN, max_tokens=16, messages=QUESTION, system="Answer in one word.", temperature=0
+        model=STAND_IN, max_tokens=16, messages=QUESTION, system="Answer in one word.", **GREEDY
     )
     assert message.role == "assistant" and message.content[0].type == "text" and message.content[0].text.strip()
     assert message.stop_reason in ("end_turn", "max_tokens")
@@ -37,8 +39,8 @@ def test_a_message_and_its_tokens_counted_beforehand(sdk, server):
 
 
 def test_a_stream_says_what_the_whole_message_says(sdk):
-    whole = sdk.messages.create(model=STAND_IN, max_tokens=24, messages=QUESTION, temperature=0)
-    with sdk.messages.stream(model=STAND_IN, max_tokens=24, messages=QUESTION, temperature=0) as stream:
+    whole = sdk.messages.create(model=STAND_IN, max_tokens=24, messages=QUESTION, **GREEDY)
+    with sdk.messages.stream(model=STAND_IN, max_tokens=24, messages=QUESTION, **GREEDY) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == final.content[0].text == whole.content[0].text
@@ -48,12 +50,12 @@ def test_a_stream_says_what_the_whole_message_says(sdk):
 def test_a_tool_loop(sdk):
     asked = [{"role": "user", "content": "What is the weather in Paris?"}]
     called = sdk.messages.create(
-        model=STAND_IN, max_tokens=60, messages=asked, tools=[WEATHER], tool_choice={"type": "any"}, temperature=0
+        model=STAND_IN, max_tokens=60, messages=asked, tools=[WEATHER], tool_choice={"type": "any"}, **GREEDY
     )
     (use,) = [block for block in called.content if block.type == "tool_use"]
     assert called.stop_reason == "tool_use" and use.name == "get_weather" and isinstance(use.input["city"], str)
     with sdk.messages.stream(
-        model=STAND_IN, max_tokens=60, messages=asked, tools=[WEATHER], tool_choice={"type": "any"}, temperature=0
+        model=STAND_IN, max_tokens=60, messages=asked, tools=[WEATHER], tool_choice={"type": "any"}, **GREEDY
     ) as stream:
         streamed = stream.get_final_message()
     (streamed_use,) = [block for block in streamed.content if block.type == "tool_use"]
@@ -75,7 +77,7 @@ def test_a_tool_loop(sdk):
 
 def test_errors_raise_the_sdks_exceptions(sdk):
     with pytest.raises(anthropic.BadRequestError, match="temperature"):
-        sdk.messages.create(model=STAND_IN, max_tokens=8, messages=QUESTION, temperature=1.5)
+        sdk.messages.create(model=STAND_IN, max_tokens=8, messages=QUESTION, extra_body={"temperature": 1.5})
     with pytest.raises(anthropic.NotFoundError, match="No such model"):
         sdk.messages.create(model="@cf/nobody/nothing", max_tokens=8, messages=QUESTION)
     with pytest.raises(anthropic.BadRequestError, match="context window"):
