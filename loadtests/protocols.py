@@ -198,6 +198,57 @@ class AnthropicMessages:
         return "", body[:200].decode(errors="replace")
 
 
+class OpenAIResponses:
+    """`POST .../v1/responses` with `stream: true`: the typed events; text in `response.output_text.delta`,
+    the usage in `response.completed`, which ends the stream. Nothing is stored (`store: false`)."""
+
+    name = "responses"
+
+    def endpoint(self, url: str, model: str) -> str:
+        """The Responses URL from a server root, an SDK base URL (ending in `/v1`) or a full URL."""
+        url = url.rstrip("/")
+        if url.endswith("/responses"):
+            return url
+        if url.endswith("/v1"):
+            return f"{url}/responses"
+        return f"{url}/v1/responses"
+
+    def body(self, prompt: Prompt, model: str, sampling: Sampling) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": prompt.lora or model,
+            "input": prompt.messages,
+            "max_output_tokens": prompt.max_tokens,
+            "stream": True,
+            "store": False,
+        }
+        if sampling.temperature is not None:
+            body["temperature"] = sampling.temperature
+        return body
+
+    def parse(self, data: str) -> Event:
+        event = _json(data)
+        if not isinstance(event, dict):
+            return Event(error=("bad_event", data[:200]))
+        kind = event.get("type")
+        if kind == "error" or kind == "response.failed":
+            return Event(error=(str(event.get("code", "")), str(event.get("message", ""))))
+        if kind == "response.output_text.delta":
+            return Event(text=event.get("delta") or "", token=True)
+        if kind == "response.function_call_arguments.delta":
+            return Event(token=True)
+        if kind == "response.completed":
+            spent = (event.get("response") or {}).get("usage") or {}
+            usage = {"prompt_tokens": spent.get("input_tokens"), "completion_tokens": spent.get("output_tokens")}
+            return Event(usage=usage, done=True)
+        return Event()
+
+    def error(self, body: bytes) -> tuple[str, str]:
+        chunk = _json(body.decode(errors="replace"))
+        if isinstance(chunk, dict):
+            return _openai_error(chunk)
+        return "", body[:200].decode(errors="replace")
+
+
 def _anthropic_error(event: dict[str, Any]) -> tuple[str, str]:
     error = event.get("error")
     if not isinstance(error, dict):
@@ -218,5 +269,7 @@ def _openai_error(chunk: dict[str, Any]) -> tuple[str, str]:
     return str(code), str(error.get("message", ""))
 
 
-Protocol = WorkersAI | OpenAIChat | AnthropicMessages
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (WorkersAI(), OpenAIChat(), AnthropicMessages())}
+Protocol = WorkersAI | OpenAIChat | OpenAIResponses | AnthropicMessages
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p for p in (WorkersAI(), OpenAIChat(), OpenAIResponses(), AnthropicMessages())
+}

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from server import metrics
-from server.api import anthropic, binding, finetunes, openai, openapi, ops, playground, workers_ai
+from server.api import anthropic, binding, finetunes, openai, openapi, ops, playground, responses, workers_ai
 from server.api import errors as api_errors
 from server.api.connections import ErrorsEndWithTheirAnswer
 from server.api.middleware import RecordRequests
@@ -27,6 +27,7 @@ from server.serving.embeddings import EmbeddingService
 from server.serving.lora import AdapterStore
 from server.serving.lora_checks import BaseModelShapes, BaseModelUnreadable, read_base_model_shapes
 from server.serving.registry import ModelRegistry, Service
+from server.serving.response_store import ResponseStore
 from server.serving.text import TextService
 
 log = logging.getLogger("wai")
@@ -158,6 +159,9 @@ def create_app(settings: Settings, engines: Engines | None = None, front_end: Fr
     app.state.adapters = registry.adapters
     app.state.lifecycle = lifecycle
     app.state.batch = batch
+    app.state.responses = ResponseStore(
+        settings.batch_db_path, settings.responses.max_stored, settings.responses.retention_s
+    )
     app.state.keys = KeyRing(settings)
     api_errors.install(app)
     app.add_middleware(
@@ -171,6 +175,7 @@ def create_app(settings: Settings, engines: Engines | None = None, front_end: Fr
     app.include_router(workers_ai.router)
     app.include_router(openai.router)
     app.include_router(anthropic.router)
+    app.include_router(responses.router)
     app.include_router(finetunes.router)
     app.include_router(playground.router)
     playground.mount_assets(app)

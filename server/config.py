@@ -183,6 +183,13 @@ class MetricsConfig(BaseModel):
     per_request: bool = False
 
 
+class ResponsesConfig(BaseModel):
+    """The Responses API's stored responses (`store: true`), kept in the batch jobs' SQLite file."""
+
+    max_stored: int = Field(10_000, ge=1, description="the oldest past this many are dropped")
+    retention_s: float = Field(30 * 86400, gt=0, description="kept this long (OpenAI: 30 days)")
+
+
 class BatchConfig(BaseModel):
     """The async batch API (`queueRequest`): where jobs are kept and how much they may hold."""
 
@@ -240,6 +247,7 @@ class Settings(BaseSettings):
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     # Put prompt and output text in the per-request log line. Off by default: prompts are user data.
     log_prompts: bool = False
     models: list[ModelConfig] = Field(default_factory=list)

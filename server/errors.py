@@ -219,6 +219,11 @@ def batch_not_found(request_id: str) -> WaiError:
     return WaiError(404, 3045, f"No such batch request {request_id}", openai_type="not_found_error")
 
 
+def response_not_found(response_id: str, param: str | None = None) -> WaiError:
+    # A stored response (the Responses API's `store`) that is not there, deleted or expired.
+    return WaiError(404, 3047, f"Response with id '{response_id}' not found.", param=param)
+
+
 def batch_jobs_full(limit: int) -> WaiError:
     # Jobs kept (unfinished, or finished with results not yet expired) are at batch.max_jobs.
     return WaiError(

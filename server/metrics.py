@@ -15,7 +15,8 @@ Label values come only from the config, never from what a client sent:
   client used; `none` for a request that failed before a model was resolved (bad key, no route,
   unknown model).
 - `lora`: the adapter name the server resolved from its own store; `none` without an adapter.
-- `protocol`: `workers_ai`, `openai` or `anthropic`, from the route that answered (`batch` for a batch item).
+- `protocol`: `workers_ai`, `openai`, `responses` (OpenAI's Responses API) or `anthropic`, from the route
+  that answered (`batch` for a batch item).
 - `status`: the HTTP status sent; `code`: the Workers AI error code of the outcome (server/errors.py),
   `none` on success. A stream the client left after its 200 counts as status 200, code 3008.
 """

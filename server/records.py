@@ -35,6 +35,7 @@ log = logging.getLogger("wai.requests")
 WORKERS_AI = "workers_ai"
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
+RESPONSES = "responses"  # OpenAI's Responses API
 
 
 @dataclass

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import string
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -19,7 +19,7 @@ import orjson
 from server import errors
 from server.config import StreamingConfig
 from server.engine.types import TextDelta
-from server.protocol import anthropic_answers, openai_answers, workers_ai
+from server.protocol import anthropic_answers, openai_answers, responses_answers, workers_ai
 from server.protocol.tools import workers_ai_calls
 from server.serving.tool_calls import ToolDelta
 
@@ -166,3 +166,25 @@ async def anthropic_events(
     except Exception:
         log.exception("stream failed")
         yield named_event("error", anthropic_answers.error_body(errors.internal_error()))
+
+
+async def responses_events(
+    deltas: AsyncIterator[TextDelta],
+    answer: responses_answers.ResponseAnswer,
+    keep: Callable[[dict[str, Any]], None],
+) -> AsyncIterator[bytes]:
+    """The Responses API's typed events (protocol/responses_answers.py); the response as it ended goes
+    to `keep` (the store) before its last event. An error is an `error` event, which the SDK raises."""
+    try:
+        async for delta in deltas:
+            for name, data in answer.after(delta):
+                yield named_event(name, data)
+        events, whole = answer.finish()
+        keep(whole)
+        for name, data in events:
+            yield named_event(name, data)
+    except errors.WaiError as error:
+        yield named_event("error", responses_answers.error_event(error, answer.sequence))
+    except Exception:
+        log.exception("stream failed")
+        yield named_event("error", responses_answers.error_event(errors.internal_error(), answer.sequence))

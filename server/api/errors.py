@@ -31,6 +31,10 @@ OPENAI_PATH = re.compile(r"^/(v1|client/v4/accounts/[^/]*/ai/v1)/")
 ANTHROPIC_PATH = re.compile(r"^/(v1|client/v4/accounts/[^/]*/ai/v1)/messages(/count_tokens)?$")
 
 
+# OpenAI's Responses paths (api/responses.py): OpenAI's error object, counted as their own protocol.
+RESPONSES_PATH = re.compile(r"^/(v1|client/v4/accounts/[^/]*/ai/v1)/responses(/[^/]*)?$")
+
+
 # The Workers binding's paths (api/binding.py): the runtime's own, and wrangler's remote form.
 BINDING_PATH = re.compile(r"^/(run|ai-gateway/run|ai-api/.*|client/v4/accounts/[^/]*/ai/run/proxy)$")
 
@@ -41,6 +45,10 @@ def is_openai_path(path: str) -> bool:
 
 def is_anthropic_path(path: str) -> bool:
     return ANTHROPIC_PATH.match(path) is not None
+
+
+def is_responses_path(path: str) -> bool:
+    return RESPONSES_PATH.match(path) is not None
 
 
 def is_binding_path(path: str) -> bool:

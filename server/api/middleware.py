@@ -19,9 +19,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import errors
-from server.api.errors import is_anthropic_path, is_binding_path, is_openai_path
+from server.api.errors import is_anthropic_path, is_binding_path, is_openai_path, is_responses_path
 from server.lifecycle import Deadline, Lifecycle
-from server.records import ANTHROPIC, OPENAI, WORKERS_AI, RequestRecord
+from server.records import ANTHROPIC, OPENAI, RESPONSES, WORKERS_AI, RequestRecord
 
 # The APIs' paths. Probes, scrapes, docs and stray paths (/favicon.ico) are not API requests.
 API_PREFIXES = ("/client/v4/", "/v1/")
@@ -44,6 +44,8 @@ def protocol_of(path: str) -> str:
     """The protocol an API path speaks, as the records and metrics name it."""
     if is_anthropic_path(path):
         return ANTHROPIC
+    if is_responses_path(path):
+        return RESPONSES
     return OPENAI if is_openai_path(path) else WORKERS_AI
 
 

@@ -319,6 +319,25 @@ function toPythonKwargs(body) {
   return Object.entries(body).map(([k, v]) => `    ${k}=${toPython(v, "    ")},`).join("\n");
 }
 
+// The same request in the two newer APIs' own words (OpenAI's Responses, Anthropic's Messages).
+function responsesArguments(model, body) {
+  const asked = { model, input: body.messages, max_output_tokens: body.max_tokens };
+  for (const name of ["temperature", "top_p"]) if (body[name] !== undefined) asked[name] = body[name];
+  return asked;
+}
+
+function messagesArguments(model, body) {
+  const system = body.messages.filter((m) => m.role === "system").map((m) => m.content).join("\n");
+  const asked = { model, max_tokens: body.max_tokens || 256, messages: body.messages.filter((m) => m.role !== "system") };
+  if (system) asked.system = system;
+  // The anthropic SDK's create() no longer names the sampling fields; the API still takes them.
+  const sampling = {};
+  if (body.temperature !== undefined) sampling.temperature = Math.min(body.temperature, 1);
+  for (const name of ["top_p", "top_k"]) if (body[name] !== undefined) sampling[name] = body[name];
+  if (Object.keys(sampling).length) asked.extra_body = sampling;
+  return asked;
+}
+
 function codeSamples() {
   const model = $("model").value;
   const body = requestBody(conversation($("input").value.trim()));
@@ -334,6 +353,12 @@ function codeSamples() {
     "Python (cloudflare)": `import os\n\nfrom cloudflare import Cloudflare\n\n` +
       `client = Cloudflare(api_token=os.environ["WAI_API_KEY"], base_url="${base}")\n` +
       `result = client.ai.run(\n    "${model}",\n    account_id=os.environ["ACCOUNT_ID"],\n${toPythonKwargs(body)}\n)\nprint(result)`,
+    "Python (openai, Responses)": `import os\n\nfrom openai import OpenAI\n\n` +
+      `client = OpenAI(api_key=os.environ["WAI_API_KEY"], base_url="${location.origin}/v1")\n` +
+      `response = client.responses.create(\n${toPythonKwargs(responsesArguments(model, body))}\n)\nprint(response.output_text)`,
+    "Python (anthropic)": `import os\n\nfrom anthropic import Anthropic\n\n` +
+      `client = Anthropic(api_key=os.environ["WAI_API_KEY"], base_url="${location.origin}")\n` +
+      `message = client.messages.create(\n${toPythonKwargs(messagesArguments(model, body))}\n)\nprint(message.content[0].text)`,
     "Worker (env.AI.run)": `export default {\n  async fetch(request, env) {\n` +
       `    const answer = await env.AI.run("${model}", ${JSON.stringify(body, null, 2).replace(/\n/g, "\n    ")});\n` +
       `    return Response.json(answer);\n  },\n};`,

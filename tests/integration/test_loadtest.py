@@ -6,6 +6,8 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from tests.support.repo import REAL_MODEL, ROOT
 from tests.support.servers import RunningServer
 
@@ -97,9 +99,10 @@ def test_a_short_sweep_reports_the_engine_metrics_and_an_html_page(server: Runni
     assert len(list(page.iter("{http://www.w3.org/2000/svg}svg"))) == 3
 
 
-def test_a_run_over_anthropics_messages_api_counts_from_its_events(server: RunningServer, tmp_path):
-    out = tmp_path / "anthropic"
-    command = [sys.executable, "-m", "server.cli", "loadtest", "--url", server.base_url, "--protocol", "anthropic"]
+@pytest.mark.parametrize("protocol", ["anthropic", "responses"])
+def test_a_run_over_each_newer_api_counts_from_its_events(server: RunningServer, tmp_path, protocol):
+    out = tmp_path / protocol
+    command = [sys.executable, "-m", "server.cli", "loadtest", "--url", server.base_url, "--protocol", protocol]
     command += ["--model", REAL_MODEL, "--concurrency", "2", "--num-requests", "3", "--output-tokens", "8"]
     command += ["--warmup", "0", "--no-progress", "--out", str(out)]
     done = subprocess.run(
@@ -113,5 +116,5 @@ def test_a_run_over_anthropics_messages_api_counts_from_its_events(server: Runni
     assert done.returncode == 0, done.stderr[-3000:]
     requests = json.loads((out / "report.json").read_text())["requests"]
     assert len(requests) == 3 and all(r["ok"] and r["status"] == 200 for r in requests), requests
-    assert not any(r["usage_missing"] for r in requests)  # the counts came from message_delta's usage
+    assert not any(r["usage_missing"] for r in requests)  # the counts came from the stream's own usage
     assert all(r["prompt_tokens"] > 0 and 0 < r["output_tokens"] <= 8 and r["ttft"] <= r["e2e"] for r in requests)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import httpx
 import jsonschema
@@ -130,6 +133,7 @@ def test_a_bad_parameter_shows_the_servers_message(page):
 
 def test_view_code_shows_the_exact_request(page, server):
     set_field(page, "seed", 42)
+    set_field(page, "max_tokens", 4)
     page.fill("#input", "Tell me a joke.")
     page.click("#view-code")
     code = page.locator("#code").inner_text()
@@ -148,6 +152,18 @@ def test_view_code_shows_the_exact_request(page, server):
         page.get_by_role("tab", name=tab).click()
         assert "@cf/meta/llama-3-8b-instruct" in page.locator("#code").inner_text()
     assert "env.AI.run(" in page.locator("#code").inner_text()
+    # The same request through the two newer APIs' SDKs: the code shown runs as it is.
+    for tab in ("Python (openai, Responses)", "Python (anthropic)"):
+        page.get_by_role("tab", name=tab).click()
+        code = page.locator("#code").inner_text()
+        ran = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "WAI_API_KEY": server.api_key},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert ran.returncode == 0 and ran.stdout.strip(), (tab, code, ran.stderr[-2000:])
 
 
 def test_usable_at_phone_width(browser, server):

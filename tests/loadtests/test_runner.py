@@ -127,6 +127,20 @@ def test_anthropics_messages_events():
     assert all(m["role"] != "system" for m in body["messages"])
 
 
+def test_the_responses_apis_events():
+    responses = PROTOCOLS["responses"]
+    assert responses.endpoint("http://h:1", "m") == "http://h:1/v1/responses"
+    assert responses.endpoint("http://h:1/v1", "m") == "http://h:1/v1/responses"
+    assert not responses.parse('{"type":"response.created","sequence_number":0,"response":{}}').token
+    delta = responses.parse('{"type":"response.output_text.delta","delta":"Hi","sequence_number":3}')
+    assert delta.text == "Hi" and delta.token
+    done = responses.parse('{"type":"response.completed","response":{"usage":{"input_tokens":5,"output_tokens":4}}}')
+    assert done.done and done.usage == {"prompt_tokens": 5, "completion_tokens": 4}
+    assert responses.parse('{"type":"error","code":"3040","message":"busy"}').error == ("3040", "busy")
+    body = responses.body(chat_prompts(8)[0], "m", Sampling(temperature=0.0))
+    assert body["max_output_tokens"] == 8 and body["store"] is False and body["stream"] is True
+
+
 def test_request_bodies():
     prompt = chat_prompts(8)[0]
     body = PROTOCOLS["openai"].body(prompt, "m", Sampling(temperature=0.0, ignore_eos=True))

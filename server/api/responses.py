@@ -1,0 +1,119 @@
+"""OpenAI's Responses routes, at `/v1/responses` and under Workers AI's `.../ai/v1/`.
+
+Thin: protocol/responses.py validates the body into the neutral request every protocol builds (after
+the stored conversation of `previous_response_id`), the one pipeline (api/pipeline.py) runs it, and
+protocol/responses_answers.py writes the response or its events. With `store` (the default, as
+OpenAI's) the answer and its conversation are kept (serving/response_store.py) for `GET` and for
+`previous_response_id`; `DELETE` removes one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from server import errors
+from server.api import openapi
+from server.api.common import accepting_requests, read_json_body
+from server.api.middleware import request_record
+from server.api.pipeline import resolve, run_text
+from server.auth import require_api_key
+from server.engine.types import TextDelta
+from server.protocol import responses, responses_answers
+from server.serving.requests import Message
+from server.serving.response_store import ResponseStore
+from server.serving.text import Completion
+from server.streaming import responses_events
+
+api = APIRouter(dependencies=[Depends(require_api_key), Depends(accepting_requests)])
+
+
+def store_of(request: Request) -> ResponseStore:
+    return request.app.state.responses
+
+
+@dataclass(frozen=True)
+class ResponsesEncoder:
+    """Writes a response, whole or as events, and keeps it when asked to."""
+
+    answer: responses_answers.ResponseAnswer
+    conversation: tuple[Message, ...]
+    store: ResponseStore | None  # None: not kept
+
+    def whole(self, completion: Completion) -> dict[str, Any]:
+        body = self.answer.whole(completion)
+        self.keep(body)
+        return body
+
+    def events(self, deltas: AsyncIterator[TextDelta]) -> AsyncIterator[bytes]:
+        return responses_events(deltas, self.answer, self.keep)
+
+    def keep(self, body: dict[str, Any]) -> None:
+        if self.store is not None:
+            self.store.keep(body, [*self.conversation, responses.output_turn(body["output"])])
+
+
+def echo(asked: responses.ResponseRequest) -> dict[str, Any]:
+    """The settings a response object repeats, as the client gave them."""
+    return {
+        "instructions": asked.instructions,
+        "max_output_tokens": asked.max_output_tokens,
+        "temperature": asked.temperature if asked.temperature is not None else 1.0,
+        "top_p": asked.top_p if asked.top_p is not None else 1.0,
+        "tools": [tool.model_dump(exclude_none=True) for tool in asked.tools or []],
+        "tool_choice": asked.tool_choice.model_dump()
+        if isinstance(asked.tool_choice, responses.NamedFunction)
+        else asked.tool_choice or "auto",
+        "text": asked.text.model_dump(by_alias=True, exclude_none=True) if asked.text else {"format": {"type": "text"}},
+        "parallel_tool_calls": asked.parallel_tool_calls if asked.parallel_tool_calls is not None else True,
+        "previous_response_id": asked.previous_response_id,
+        "store": asked.store,
+        "metadata": asked.metadata or {},
+        "user": asked.user,
+        "truncation": "disabled",
+    }
+
+
+@api.post(
+    "/responses",
+    openapi_extra=openapi.model_body(responses.ResponseRequest, "A Responses API request.", streams=True),
+)
+async def create(request: Request):
+    asked = responses.parse(await read_json_body(request))
+    store = store_of(request)
+    earlier: list[Message] = []
+    if asked.previous_response_id is not None:
+        found = store.conversation(asked.previous_response_id)
+        if found is None:
+            raise errors.response_not_found(asked.previous_response_id, param="previous_response_id")
+        earlier = found
+    turns = responses.conversation(asked, earlier)
+    text = responses.text_request(asked, turns)
+    route = resolve(request, asked.model, task="text-generation", finetunes=True)
+    answer = responses_answers.ResponseAnswer(
+        id=f"resp_{request_record(request).request_id.replace('-', '')}", model=asked.model, echo=echo(asked)
+    )
+    return await run_text(request, route, text, ResponsesEncoder(answer, turns, store if asked.store else None))
+
+
+@api.get("/responses/{response_id}")
+async def get(request: Request, response_id: str):
+    body = store_of(request).body(response_id)
+    if body is None:
+        raise errors.response_not_found(response_id)
+    return body
+
+
+@api.delete("/responses/{response_id}")
+async def delete(request: Request, response_id: str):
+    if not store_of(request).delete(response_id):
+        raise errors.response_not_found(response_id)
+    return {"id": response_id, "object": "response.deleted", "deleted": True}
+
+
+router = APIRouter()
+router.include_router(api, prefix="/v1")
+router.include_router(api, prefix="/client/v4/accounts/{account_id}/ai/v1")
