@@ -22,7 +22,7 @@ from server.serving.requests import Message, OutputFormat, TextRequest, ToolCall
 
 class _Strict(BaseModel):
     # Anthropic's API refuses fields it does not know; so does wai, so that nothing is ignored silently.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class _Block(_Strict):

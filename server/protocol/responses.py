@@ -20,7 +20,7 @@ from server.serving.requests import Message, OutputFormat, TextRequest, ToolCall
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class InputText(_Strict):

@@ -11,7 +11,7 @@ import httpx
 import jsonschema
 import pytest
 
-from server.protocol import openai
+from server.protocol import anthropic, openai, responses
 from server.protocol.workers_ai import MESSAGES_FORM, PROMPT_FORM, TEXT_GENERATION_INPUT
 from tests.support.api_fuzz import RESPONSE_TIME_LIMIT_S
 from tests.support.envelopes import assert_error_envelope, protocol_of
@@ -26,6 +26,8 @@ ACCOUNT_CHAT = f"{ACCOUNT}/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
 FINETUNES = f"{ACCOUNT}/finetunes"
+ANTHROPIC_MESSAGES = "/v1/messages"
+RESPONSES = "/v1/responses"
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 VALID = {
@@ -36,6 +38,8 @@ VALID = {
     COMPLETIONS: {"model": TEXT_MODEL, "prompt": "Once upon"},
     EMBEDDINGS: {"model": EMBEDDING_MODEL, "input": "hi"},
     FINETUNES: {"model": TEXT_MODEL, "name": "nasty"},
+    ANTHROPIC_MESSAGES: {"model": TEXT_MODEL, "max_tokens": 4, "messages": MESSAGES},
+    RESPONSES: {"model": TEXT_MODEL, "input": "hi", "max_output_tokens": 4},
 }
 JSON_ROUTES = sorted(VALID)
 TEXT_ROUTES = [RUN, CHAT, ACCOUNT_CHAT, COMPLETIONS]
@@ -62,7 +66,7 @@ def refused(response: httpx.Response, path: str, status: int | None = None, code
     if status is not None:
         assert response.status_code == status, response.text[:500]
     assert_error_envelope(path, response.status_code, response.headers.get("content-type", ""), response.content)
-    if code is not None:
+    if code is not None and protocol_of(path) != "anthropic":  # Anthropic's errors carry a type, not a code
         body = response.json()
         found = body["error"]["code"] if protocol_of(path) == "openai" else body["errors"][0]["code"]
         # On the OpenAI paths, bad input in a missing or wrongly typed field carries OpenAI's own code.
@@ -270,3 +274,18 @@ def test_an_odd_account_id_keeps_the_openai_protocol(fuzz_client, account):
     path = f"/client/v4/accounts/{account}/ai/v1/completions"
     assert protocol_of(path) == "openai"
     refused(post(fuzz_client, path, b"{"), path, 400, 5006)
+
+
+NEWER_REQUESTS = {ANTHROPIC_MESSAGES: anthropic.MessagesRequest, RESPONSES: responses.ResponseRequest}
+NEWER_FIELDS = [
+    (path, name) for path, model in NEWER_REQUESTS.items() for name in model.model_json_schema()["properties"]
+]
+
+
+@pytest.mark.parametrize(("path", "name"), NEWER_FIELDS, ids=[f"{path}-{name}" for path, name in NEWER_FIELDS])
+def test_wrong_types_in_every_field_of_the_messages_and_responses_requests(fuzz_client, path, name):
+    schema = NEWER_REQUESTS[path].model_json_schema()
+    values = wrong_values(VALID[path], name, schema)
+    assert values, f"no candidate is wrong for {name}"
+    for value in values:
+        refused(post(fuzz_client, path, json.dumps({**VALID[path], name: value}).encode()), path, 400, 5006)

@@ -89,15 +89,16 @@ def needs(item: pytest.Item) -> list[Prelaunched]:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Ask for the servers this tier's selected tests use to start once the early commands have run
-    (tests/support/early.py): the session server first, then the others, in the order tests need them.
-    Their start-ups then overlap the tiers that run before this one."""
+    """Start the session server at once if this tier's selected tests use it (its two engines take the
+    longest, and the first of this tier's tests need it), and ask for the other servers they use to start
+    once the early commands have run (tests/support/early.py). Their start-ups then overlap the tiers that
+    run before this one."""
     if session.config.option.collectonly:
         return
     here = Path(__file__).parent
     mine = [item for item in session.items if item.path.is_relative_to(here)]
     if any("server" in item.fixturenames and item.path.name != "test_api_processes.py" for item in mine):
-        after_early_commands(session_server(session.config).launch)
+        session_server(session.config).launch()
     folders = session.config._tmp_path_factory
     for server in dict.fromkeys(found for item in mine for found in needs(item)):
         after_early_commands(functools.partial(server.launch, folders))
