@@ -42,6 +42,14 @@ class Event:
     done: bool = False
 
 
+def _v1_endpoint(url: str, route: str) -> str:
+    """`/v1/<route>` from a server root, an SDK base URL (ending in `/v1`) or the full URL."""
+    url = url.rstrip("/")
+    if url.endswith(f"/{route}"):
+        return url
+    return f"{url}/{route}" if url.endswith("/v1") else f"{url}/v1/{route}"
+
+
 def _json(data: str) -> Any:
     try:
         return json.loads(data)
@@ -101,13 +109,7 @@ class OpenAIChat:
     name = "openai"
 
     def endpoint(self, url: str, model: str) -> str:
-        """The chat URL from a server root, an SDK base URL (ending in `/v1`) or a full URL."""
-        url = url.rstrip("/")
-        if url.endswith("/chat/completions"):
-            return url
-        if url.endswith("/v1"):
-            return f"{url}/chat/completions"
-        return f"{url}/v1/chat/completions"
+        return _v1_endpoint(url, "chat/completions")
 
     def body(self, prompt: Prompt, model: str, sampling: Sampling) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -153,13 +155,7 @@ class AnthropicMessages:
     name = "anthropic"
 
     def endpoint(self, url: str, model: str) -> str:
-        """The Messages URL from a server root, an SDK base URL, a `/v1` base or a full URL."""
-        url = url.rstrip("/")
-        if url.endswith("/messages"):
-            return url
-        if url.endswith("/v1"):
-            return f"{url}/messages"
-        return f"{url}/v1/messages"
+        return _v1_endpoint(url, "messages")
 
     def body(self, prompt: Prompt, model: str, sampling: Sampling) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -205,13 +201,7 @@ class OpenAIResponses:
     name = "responses"
 
     def endpoint(self, url: str, model: str) -> str:
-        """The Responses URL from a server root, an SDK base URL (ending in `/v1`) or a full URL."""
-        url = url.rstrip("/")
-        if url.endswith("/responses"):
-            return url
-        if url.endswith("/v1"):
-            return f"{url}/responses"
-        return f"{url}/v1/responses"
+        return _v1_endpoint(url, "responses")
 
     def body(self, prompt: Prompt, model: str, sampling: Sampling) -> dict[str, Any]:
         body: dict[str, Any] = {

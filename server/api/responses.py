@@ -56,27 +56,6 @@ class ResponsesEncoder:
             self.store.keep(body, [*self.conversation, responses.output_turn(body["output"])])
 
 
-def echo(asked: responses.ResponseRequest) -> dict[str, Any]:
-    """The settings a response object repeats, as the client gave them."""
-    return {
-        "instructions": asked.instructions,
-        "max_output_tokens": asked.max_output_tokens,
-        "temperature": asked.temperature if asked.temperature is not None else 1.0,
-        "top_p": asked.top_p if asked.top_p is not None else 1.0,
-        "tools": [tool.model_dump(exclude_none=True) for tool in asked.tools or []],
-        "tool_choice": asked.tool_choice.model_dump()
-        if isinstance(asked.tool_choice, responses.NamedFunction)
-        else asked.tool_choice or "auto",
-        "text": asked.text.model_dump(by_alias=True, exclude_none=True) if asked.text else {"format": {"type": "text"}},
-        "parallel_tool_calls": asked.parallel_tool_calls if asked.parallel_tool_calls is not None else True,
-        "previous_response_id": asked.previous_response_id,
-        "store": asked.store,
-        "metadata": asked.metadata or {},
-        "user": asked.user,
-        "truncation": "disabled",
-    }
-
-
 @api.post(
     "/responses",
     openapi_extra=openapi.model_body(responses.ResponseRequest, "A Responses API request.", streams=True),
@@ -94,7 +73,7 @@ async def create(request: Request):
     text = responses.text_request(asked, turns)
     route = resolve(request, asked.model, task="text-generation", finetunes=True)
     answer = responses_answers.ResponseAnswer(
-        id=f"resp_{request_record(request).request_id.replace('-', '')}", model=asked.model, echo=echo(asked)
+        id=f"resp_{request_record(request).request_id.replace('-', '')}", model=asked.model, echo=responses.echo(asked)
     )
     return await run_text(request, route, text, ResponsesEncoder(answer, turns, store if asked.store else None))
 

@@ -221,3 +221,24 @@ def _tool_choice(choice: Literal["auto", "none", "required"] | NamedFunction | N
     if isinstance(choice, NamedFunction):
         return "function", choice.name
     return choice, None
+
+
+def echo(asked: ResponseRequest) -> dict[str, Any]:
+    """The settings a response object repeats, as the client gave them."""
+    return {
+        "instructions": asked.instructions,
+        "max_output_tokens": asked.max_output_tokens,
+        "temperature": asked.temperature if asked.temperature is not None else 1.0,
+        "top_p": asked.top_p if asked.top_p is not None else 1.0,
+        "tools": [tool.model_dump(exclude_none=True) for tool in asked.tools or []],
+        "tool_choice": asked.tool_choice.model_dump()
+        if isinstance(asked.tool_choice, NamedFunction)
+        else asked.tool_choice or "auto",
+        "text": asked.text.model_dump(by_alias=True, exclude_none=True) if asked.text else {"format": {"type": "text"}},
+        "parallel_tool_calls": asked.parallel_tool_calls if asked.parallel_tool_calls is not None else True,
+        "previous_response_id": asked.previous_response_id,
+        "store": asked.store,
+        "metadata": asked.metadata or {},
+        "user": asked.user,
+        "truncation": "disabled",
+    }

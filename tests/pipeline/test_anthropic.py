@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.fakes import TEXT_MODEL, FakeTextEngine, FakeTokenizer, fake_settings
+from tests.support.fakes import TEXT_MODEL, FakeTextEngine, FakeTokenizer, roomy_fake_settings
 from tests.support.servers import ServedApp, serve_app
 
 KEY = "anthropic-test-key"
@@ -28,9 +28,7 @@ CALL_WORDS = ('{"name":', '"get_weather",', '"parameters":', '{"city":', '"Paris
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[ServedApp]:
     """The fakes with a key, and room for the tools' system message."""
-    settings = fake_settings(tmp_path_factory.mktemp("anthropic"), api_keys=[KEY])
-    settings.models[0] = settings.models[0].model_copy(update={"context_window": 4096, "default_max_tokens": 64})
-    with serve_app(settings) as running:
+    with serve_app(roomy_fake_settings(tmp_path_factory.mktemp("anthropic"), api_keys=[KEY])) as running:
         yield running
 
 

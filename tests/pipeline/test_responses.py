@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.envelopes import openai_error
-from tests.support.fakes import TEXT_MODEL, FakeTextEngine, FakeTokenizer, fake_settings
+from tests.support.fakes import TEXT_MODEL, FakeTextEngine, FakeTokenizer, roomy_fake_settings
 from tests.support.servers import ServedApp, serve_app
 
 PATHS = ["/v1/responses", "/client/v4/accounts/a/ai/v1/responses"]
@@ -29,9 +29,7 @@ CALL_WORDS = ('{"name":', '"get_weather",', '"parameters":', '{"city":', '"Paris
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[ServedApp]:
     """The fakes with room for the tools' system message, and a store of three responses."""
-    settings = fake_settings(tmp_path_factory.mktemp("responses"), responses={"max_stored": 3})
-    settings.models[0] = settings.models[0].model_copy(update={"context_window": 4096, "default_max_tokens": 64})
-    with serve_app(settings) as running:
+    with serve_app(roomy_fake_settings(tmp_path_factory.mktemp("responses"), responses={"max_stored": 3})) as running:
         yield running
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.pipeline.requests import ACCOUNT_PATH, CHAT, run_path
 from tests.support.envelopes import openai_error, result, workers_ai_error
-from tests.support.fakes import TEXT_MODEL, FakeTextEngine, FakeTokenizer, fake_settings
+from tests.support.fakes import TEXT_MODEL, FakeTextEngine, FakeTokenizer, roomy_fake_settings
 from tests.support.servers import ServedApp, serve_app
 from tests.support.sse import events, json_events
 
@@ -43,9 +43,7 @@ TEXT_ANSWER = 'Sunny and warm été "ok"\n'
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[ServedApp]:
     """The fakes with room for the tools' system message (the tier's own window is 64 words)."""
-    settings = fake_settings(tmp_path_factory.mktemp("tools"))
-    settings.models[0] = settings.models[0].model_copy(update={"context_window": 4096, "default_max_tokens": 64})
-    with serve_app(settings) as running:
+    with serve_app(roomy_fake_settings(tmp_path_factory.mktemp("tools"))) as running:
         yield running
 
 

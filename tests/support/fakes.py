@@ -263,6 +263,13 @@ class FakeEngines:
 # --- settings -------------------------------------------------------------------
 
 
+def roomy_fake_settings(root: Path, **overrides: Any) -> Settings:
+    """fake_settings with room for the tools' system message (the fakes' own window is 64 words)."""
+    settings = fake_settings(root, **overrides)
+    settings.models[0] = settings.models[0].model_copy(update={"context_window": 4096, "default_max_tokens": 64})
+    return settings
+
+
 def fake_settings(root: Path, **overrides: Any) -> Settings:
     """A text model and an embedding model on the fakes; every folder under `root`.
 
