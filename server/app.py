@@ -29,6 +29,7 @@ from server.serving.lora_checks import BaseModelShapes, BaseModelUnreadable, rea
 from server.serving.registry import ModelRegistry, Service
 from server.serving.response_store import ResponseStore
 from server.serving.text import TextService
+from server.stores.shared import SharedStores
 
 log = logging.getLogger("wai")
 
@@ -140,18 +141,21 @@ def create_app(settings: Settings, engines: Engines | None = None, front_end: Fr
     """The app of the one `wai serve` process, or (`front_end`) of one of its front-end processes."""
     registry = build_registry(settings, engines or VllmEngines(front_end), front_end)
     lifecycle = Lifecycle(settings.limits.drain_timeout_s)
+    stores = SharedStores.configured(settings)
     batch = BatchJobs(settings, registry, lifecycle, runs_items=front_end is None or front_end.runs_batch_items)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Serve /healthz and /readyz (503) while the engines load in the background.
         engines = asyncio.create_task(run_engines(registry, lifecycle))
+        await stores.open()  # its schema migrated now, or in the background while it is unreachable
         batch.start()  # queued batch items run once the engines are ready
         yield
         await batch.stop()  # items still running go back to the queue, for the next start
         engines.cancel()
         for service in registry.services:
             await service.engine.stop()
+        await stores.close()
 
     app = WaiApp(title="wai", description="Workers AI and OpenAI APIs on vLLM", lifespan=lifespan)
     app.state.settings = settings
@@ -159,6 +163,7 @@ def create_app(settings: Settings, engines: Engines | None = None, front_end: Fr
     app.state.adapters = registry.adapters
     app.state.lifecycle = lifecycle
     app.state.batch = batch
+    app.state.stores = stores
     app.state.responses = ResponseStore(
         settings.batch_db_path, settings.responses.max_stored, settings.responses.retention_s
     )

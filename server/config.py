@@ -201,6 +201,22 @@ class BatchConfig(BaseModel):
     concurrency: int = Field(4, ge=1, description="batch items on the engine at once; the rest wait in the store")
 
 
+class ClusterConfig(BaseModel):
+    """How replicas that share `database_url` and `redis_url` work together (docs/deploy.md, "Many replicas")."""
+
+    # A batch item claimed by a replica stays its own this long without a renewal (renewed every
+    # third of it while it runs); a replica that died leaves its items to the others once it ends.
+    lease_s: float = Field(30, ge=1, description="a batch item's lease")
+    # How often a replica reads the fine-tune registry: a delete elsewhere is seen within this long.
+    finetune_sync_s: float = Field(2, gt=0)
+    # Redis unreachable: `open` holds each key's limits in this replica alone (as without Redis: N
+    # replicas let through up to N times a limit) until it returns; `closed` refuses the limited
+    # keys' requests with 503 / 3048 meanwhile. Keys without limits never touch Redis.
+    key_limits_without_redis: Literal["open", "closed"] = "open"
+    # How long one call to a store may take before it counts as unreachable.
+    store_timeout_s: float = Field(2, gt=0)
+
+
 Scope = Literal["models", "finetunes"]
 ALL_SCOPES: list[Scope] = ["models", "finetunes"]
 
@@ -248,6 +264,12 @@ class Settings(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
+    # Shared state for many replicas (docs/deploy.md, "Many replicas"): `postgresql://...` keeps batch
+    # jobs, stored responses and the fine-tune registry with its files; `redis://...` counts the keys'
+    # limits. Unset: the embedded SQLite file, the adapter folder and in-process counters.
+    database_url: str | None = Field(None, pattern=r"^postgres(ql)?://")
+    redis_url: str | None = Field(None, pattern=r"^rediss?://")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     # Put prompt and output text in the per-request log line. Off by default: prompts are user data.
     log_prompts: bool = False
     models: list[ModelConfig] = Field(default_factory=list)

@@ -235,6 +235,18 @@ def batch_jobs_full(limit: int) -> WaiError:
     )
 
 
+def store_unavailable(what: str) -> WaiError:
+    # A replica's shared store (`database_url`, `redis_url`) did not answer: `what` is what it holds
+    # ("batch jobs", "fine-tunes", "key limits"). Nothing was accepted; the client may retry.
+    return WaiError(
+        503,
+        3048,
+        f"The {what} store is unavailable, please try again.",
+        openai_type="server_error",
+        headers={"Retry-After": "5"},
+    )
+
+
 def internal_error() -> WaiError:
     # Only for engine failures: a bug or a dead engine, never a client's input.
     return WaiError(500, 3043, "Internal server error", openai_type="server_error")

@@ -155,6 +155,25 @@ BATCH_JOBS = Gauge(
     ("status",),
     multiprocess_mode="livemostrecent",  # counts of the one shared store: the latest count is the true one
 )
+STORE_UP = Gauge(
+    "wai_store_up",
+    "1 while the shared store answered its last call, 0 since one failed: postgres (database_url), redis"
+    " (redis_url). Present only for the stores configured.",
+    ("store",),
+    multiprocess_mode="livemin",  # down while any front end cannot reach it
+)
+STORE_FAILURES = Counter(
+    "wai_store_failures",
+    "Calls to a shared store that failed (unreachable, timed out), by store and by what was asked of it.",
+    ("store", "operation"),
+)
+KEY_LIMITS_UNSHARED = Counter(
+    "wai_key_limits_unshared",
+    "Limited keys' requests decided while Redis was unreachable (cluster.key_limits_without_redis):"
+    " local (held by this replica alone) or refused.",
+    ("outcome",),
+)
+STORES = ("postgres", "redis")
 BATCH_OUTCOMES = ("success", "error", "requeued")
 BATCH_STATUSES = ("queued", "running", "done")
 

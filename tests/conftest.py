@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.early import EarlyCommand, start_in_background
 from tests.support.http_target import serving
+from tests.support.stores import PostgresServer, RedisServer, postgres_server, redis_server
 
 # Test servers share the machine's cores with each other and with the test process. On a small
 # machine wai binds the model's OpenMP threads to every core (server/engine/cpu_env.py), which
@@ -43,3 +44,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         for marker in item.iter_markers("early"):
             commands += [c for c in marker.args if c not in commands]
     start_in_background(commands)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private Postgres server for the whole run (tests/support/stores.py); `postgres.new_database()`
+    gives a test a database of its own."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_store() -> Iterator[RedisServer]:
+    """A private Redis server for the whole run; tests that count in it flush it first."""
+    with redis_server() as server:
+        yield server

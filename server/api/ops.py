@@ -23,13 +23,16 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     """200 only while every engine answers and the server takes requests: 503 while the engines start,
-    after one dies, and while the server drains."""
+    after one dies, and while the server drains. `stores` says which shared store is up or down; one
+    down does not make the replica unready, as every replica shares it, and text still serves."""
     registry: ModelRegistry = request.app.state.registry
     ready = registry.all_ready() and not request.app.state.lifecycle.draining
     engines = {service.model.name: service.engine.state.value for service in registry.services}
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", "models": engines}, status_code=200 if ready else 503
-    )
+    body: dict[str, object] = {"status": "ready" if ready else "not ready", "models": engines}
+    stores = await request.app.state.stores.health()
+    if stores:
+        body["stores"] = stores
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics")
