@@ -4,6 +4,7 @@
 # `make bench` measures wai against `vllm serve` side by side (long; see docs/benchmarks.md);
 # `make bench-frontend` the serving layers' own ceiling against `vllm serve`, on a tiny fast model;
 # `make bench-cpu` the default's CPU settings against the old ones and llama.cpp;
+# `make bench-key-limits` what sharing keys' limits through Redis adds per request;
 # `make gpu-bundle` the offline bundle for a GPU node without network (docs/deploy.md).
 VENV    ?= .venv
 CONFIG  ?= configs/default.yaml
@@ -88,6 +89,12 @@ $(LLAMA_CPP_INSTALLED):
 bench-cpu: $(INSTALLED_DEV) $(LLAMA_CPP_INSTALLED)
 	$(WAI) prepare --config $(CONFIG)
 	$(VENV)/bin/python -m benchmarks.cpu_default --config $(CONFIG) $(BENCH_CPU_ARGS)
+
+# What counting a key's limits in Redis (redis_url) adds per request, against in-process counters
+# (docs/benchmarks.md): fake engines, a private redis-server; seconds.
+.PHONY: bench-key-limits
+bench-key-limits: $(INSTALLED_DEV)
+	$(VENV)/bin/python -m benchmarks.key_limits $(BENCH_ARGS)
 
 lint: $(INSTALLED_DEV)
 	$(VENV)/bin/ruff format --check .

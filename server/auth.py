@@ -4,6 +4,11 @@ Keys are compared as sha256 digests, against every configured key in constant ti
 reveals neither a key nor its position, and a config may hold digests instead of keys. A key from
 `keys:` may carry a scope (models, finetunes), a rate (requests per minute, a token bucket that
 refills steadily) and a bound on its requests in flight; past either, 429 / 3040 with `Retry-After`.
+
+With `redis_url`, a limited key's limits are counted in Redis for every replica together
+(server/stores/key_limits.py). While Redis is unreachable, `cluster.key_limits_without_redis` decides:
+`open` counts in this replica alone, `closed` refuses with 503 / 3048. Each request gives its place
+back where it took it.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ import hmac
 import logging
 import math
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from server import errors
+from server import errors, metrics
 from server.config import LOOPBACK_HOSTS, KeyConfig, Scope, Settings
+from server.stores.key_limits import SharedKeyLimits
+from server.stores.redis import Redis, StoreDown
 
 log = logging.getLogger("wai.auth")
 
@@ -49,15 +57,22 @@ def digest(key: str) -> bytes:
 
 @dataclass
 class KeyUse:
-    """One key's limits and what it has used of them."""
+    """One key's limits and what this replica has used of them."""
 
     config: KeyConfig | None  # None: a plain key from `api_keys`, unlimited, every scope
+    digest: bytes = b""
     tokens: float = 0.0  # the rate's bucket
     refilled: float = field(default_factory=time.monotonic)
     in_flight: int = 0
 
     def may(self, scope: Scope) -> bool:
         return self.config is None or scope in self.config.scopes
+
+    @property
+    def limited(self) -> bool:
+        return self.config is not None and (
+            self.config.requests_per_minute is not None or self.config.max_concurrent is not None
+        )
 
     def take(self) -> None:
         """Count one more request: 429 / 3040 past the key's rate or its requests in flight."""
@@ -81,18 +96,40 @@ class KeyUse:
             self.in_flight -= 1
 
 
-class KeyRing:
-    """Every configured key, by digest."""
+@dataclass
+class Place:
+    """A request's place in its key's limits, given back when it ends where it was taken: in this
+    replica's counters, or in Redis (`member`, its entry among the key's requests in flight)."""
 
-    def __init__(self, settings: Settings):
+    use: KeyUse
+    shared: SharedKeyLimits | None = None
+    member: str | None = None
+
+    async def give_back(self) -> None:
+        if self.shared is None:
+            self.use.give_back()
+        elif self.member is not None:
+            try:
+                await self.shared.give_back(self.use.digest, self.member)
+            except StoreDown:
+                pass  # its entry expires by itself (the request's timeout and a margin)
+
+
+class KeyRing:
+    """Every configured key, by digest, and where their limits are counted."""
+
+    def __init__(self, settings: Settings, redis: Redis | None = None):
         self.keys: list[tuple[bytes, KeyUse]] = [(digest(key), KeyUse(None)) for key in settings.api_keys]
         for config in settings.keys:
             key_digest = digest(config.key) if config.key is not None else bytes.fromhex(config.sha256 or "")
-            self.keys.append((key_digest, KeyUse(config, tokens=config.requests_per_minute or 0)))
-        metrics = settings.metrics
-        self.metrics_key = digest(metrics.api_key) if metrics.api_key is not None else None
-        if metrics.api_key_sha256 is not None:
-            self.metrics_key = bytes.fromhex(metrics.api_key_sha256)
+            self.keys.append((key_digest, KeyUse(config, key_digest, tokens=config.requests_per_minute or 0)))
+        scrapes = settings.metrics
+        self.metrics_key = digest(scrapes.api_key) if scrapes.api_key is not None else None
+        if scrapes.api_key_sha256 is not None:
+            self.metrics_key = bytes.fromhex(scrapes.api_key_sha256)
+        self.shared = SharedKeyLimits(redis, settings.limits.request_timeout_s) if redis is not None else None
+        self.without_redis = settings.cluster.key_limits_without_redis
+        self.redis_lost = False  # warned that Redis is unreachable, until it answers again
 
     def find(self, presented: str) -> KeyUse | None:
         presented_digest, found = digest(presented), None
@@ -105,6 +142,40 @@ class KeyRing:
         if self.metrics_key is None:
             return True
         return presented is not None and hmac.compare_digest(digest(presented), self.metrics_key)
+
+    async def take(self, use: KeyUse) -> Place | None:
+        """The request's place in its key's limits (None for a key without limits): 429 / 3040 past
+        them, counted in Redis when there is one, else (or while it is unreachable) here."""
+        if not use.limited:
+            return None
+        if self.shared is None:
+            use.take()
+            return Place(use)
+        assert use.config is not None
+        member = uuid.uuid4().hex
+        try:
+            wait_s = await self.shared.take(
+                use.digest, use.config.requests_per_minute, use.config.max_concurrent, member
+            )
+        except StoreDown:
+            return self.take_without_redis(use)
+        self.redis_lost = False
+        if wait_s:
+            raise errors.key_limited(retry_after_s=wait_s)
+        return Place(use, self.shared, member if use.config.max_concurrent is not None else None)
+
+    def take_without_redis(self, use: KeyUse) -> Place:
+        """`cluster.key_limits_without_redis`: `open` counts here alone, `closed` refuses (503 / 3048)."""
+        if not self.redis_lost:
+            self.redis_lost = True
+            held = "held by this replica alone" if self.without_redis == "open" else "refused"
+            log.warning("Redis is unreachable: limited keys' requests are %s until it answers", held)
+        if self.without_redis == "closed":
+            metrics.KEY_LIMITS_UNSHARED.labels("refused").inc()
+            raise errors.store_unavailable("key limits")
+        metrics.KEY_LIMITS_UNSHARED.labels("local").inc()
+        use.take()
+        return Place(use)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -130,8 +201,9 @@ def require_key(scope: Scope) -> Callable[[Request], Awaitable[None]]:
         use = ring.find(token) if token is not None else None
         if use is None or not use.may(scope):
             raise errors.authentication_error()
-        use.take()
-        request.state.key_use = use  # api/middleware.py gives it back after the last byte
+        place = await ring.take(use)
+        if place is not None:
+            request.state.key_use = place  # api/middleware.py gives it back after the last byte
 
     return dependency
 

@@ -100,7 +100,7 @@ class RecordRequests:
         finally:
             key_use = scope["state"].get("key_use")
             if key_use is not None:
-                key_use.give_back()
+                await key_use.give_back()  # server/auth.py's Place: here, or in Redis
             self.lifecycle.close(deadline)
             self._ids_in_flight.discard(record.request_id)
             record.finish(status or 500, answered)
