@@ -24,11 +24,12 @@ from server.engine.types import EmbeddingEngine, EngineClientSockets, Engines, T
 from server.lifecycle import Lifecycle
 from server.prepare import resolve_checkpoint
 from server.serving.embeddings import EmbeddingService
-from server.serving.lora import AdapterStore
+from server.serving.finetunes import build_finetunes
 from server.serving.lora_checks import BaseModelShapes, BaseModelUnreadable, read_base_model_shapes
 from server.serving.registry import ModelRegistry, Service
-from server.serving.response_store import ResponseStore
+from server.serving.response_store import response_store
 from server.serving.text import TextService
+from server.stores.postgres import Database
 from server.stores.shared import SharedStores
 
 log = logging.getLogger("wai")
@@ -66,15 +67,17 @@ class VllmEngines:
         return VllmEmbeddingEngine(model, checkpoint, shared=self.shared.get(model.name))
 
 
-def build_registry(settings: Settings, engines: Engines, front_end: FrontEnd | None = None) -> ModelRegistry:
+def build_registry(
+    settings: Settings, engines: Engines, front_end: FrontEnd | None = None, database: Database | None = None
+) -> ModelRegistry:
     """Resolve every model's weights now, so that a missing checkpoint fails at start, not per request."""
     checkpoints = resolve_checkpoints(settings)
     shapes = {
         model.name: lora_base_shapes(model, checkpoints[model.name]) for model in settings.models if model.lora.enabled
     }
     # A front end of several finds the store cleared by its supervisor, and must not clear it again
-    # under another front end's uploads.
-    adapters = AdapterStore(settings.adapter_store_dir, settings.models, shapes, clear_at_start=front_end is None)
+    # under another front end's uploads. With `database`, the fine-tunes are the ones every replica shares.
+    adapters = build_finetunes(settings, shapes, database, clear_at_start=front_end is None)
     services: list[Service] = []
     for model in settings.models:
         checkpoint = checkpoints[model.name]
@@ -139,22 +142,30 @@ class WaiApp(FastAPI):
 
 def create_app(settings: Settings, engines: Engines | None = None, front_end: FrontEnd | None = None) -> FastAPI:
     """The app of the one `wai serve` process, or (`front_end`) of one of its front-end processes."""
-    registry = build_registry(settings, engines or VllmEngines(front_end), front_end)
-    lifecycle = Lifecycle(settings.limits.drain_timeout_s)
     stores = SharedStores.configured(settings)
-    batch = BatchJobs(settings, registry, lifecycle, runs_items=front_end is None or front_end.runs_batch_items)
+    registry = build_registry(settings, engines or VllmEngines(front_end), front_end, stores.database)
+    lifecycle = Lifecycle(settings.limits.drain_timeout_s)
+    batch = BatchJobs(
+        settings,
+        registry,
+        lifecycle,
+        runs_items=front_end is None or front_end.runs_batch_items,
+        database=stores.database,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Serve /healthz and /readyz (503) while the engines load in the background.
         engines = asyncio.create_task(run_engines(registry, lifecycle))
         await stores.open()  # its schema migrated now, or in the background while it is unreachable
-        batch.start()  # queued batch items run once the engines are ready
+        registry.adapters.start()  # shared fine-tunes: keeps this replica's copies in step
+        await batch.start()  # queued batch items run once the engines are ready
         yield
         await batch.stop()  # items still running go back to the queue, for the next start
         engines.cancel()
         for service in registry.services:
             await service.engine.stop()
+        await registry.adapters.stop()
         await stores.close()
 
     app = WaiApp(title="wai", description="Workers AI and OpenAI APIs on vLLM", lifespan=lifespan)
@@ -164,10 +175,8 @@ def create_app(settings: Settings, engines: Engines | None = None, front_end: Fr
     app.state.lifecycle = lifecycle
     app.state.batch = batch
     app.state.stores = stores
-    app.state.responses = ResponseStore(
-        settings.batch_db_path, settings.responses.max_stored, settings.responses.retention_s
-    )
-    app.state.keys = KeyRing(settings)
+    app.state.responses = response_store(settings, stores.database)
+    app.state.keys = KeyRing(settings, stores.redis)
     api_errors.install(app)
     app.add_middleware(
         RecordRequests,

@@ -1,4 +1,4 @@
-"""The `wai` command: `wai serve`, `wai prepare`, `wai plan` and `wai loadtest`."""
+"""The `wai` command: `wai serve`, `wai prepare`, `wai migrate`, `wai plan` and `wai loadtest`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from server.records import log_one_json_object_per_line
 if TYPE_CHECKING:
     import socket
 
+    import psycopg
     from fastapi import FastAPI
 
     from server.app import FrontEnd
@@ -44,6 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     prepare = commands.add_parser("prepare", help="fetch and convert every model a config names")
     prepare.add_argument("--config", default="configs/default.yaml")
     prepare.set_defaults(run=run_prepare)
+
+    migrate = commands.add_parser("migrate", help="bring the shared database's schema (database_url) up to date")
+    migrate.add_argument("--config", required=True, help="YAML config; WAI_DATABASE_URL sets database_url too")
+    migrate.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="retry an unreachable database this long before giving up (an init container's start)",
+    )
+    migrate.set_defaults(run=run_migrate)
 
     from server import plan as plan_cli
 
@@ -202,6 +215,58 @@ def run_prepare(args: argparse.Namespace) -> int:
             print(f"wai prepare: {exc}", file=sys.stderr)
             return 1
     return 0
+
+
+# Between two attempts to reach the database under `wai migrate --wait`.
+MIGRATE_RETRY_S = 2.0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    """Apply the schema's missing migrations once, for a deployment that migrates before its replicas
+    start (they would also migrate by themselves): 0 done, 1 unreachable or too new, 2 no database."""
+    settings = _load(args)
+    if settings is None:
+        return 2
+    if not settings.database_url:
+        print(f"wai migrate: {args.config} sets no database_url (nor does WAI_DATABASE_URL)", file=sys.stderr)
+        return 2
+    return asyncio.run(_migrate(settings.database_url, args.wait, settings.cluster.store_timeout_s))
+
+
+async def _migrate(url: str, wait_s: float, timeout_s: float) -> int:
+    import psycopg
+
+    from server.stores.postgres import DatabaseTooNew, migrate, migrations
+
+    try:
+        async with await _connect_within(url, wait_s, timeout_s) as connection:
+            applied = await migrate(connection)
+    except psycopg.OperationalError as exc:  # never the URL: it may hold a password
+        print(f"wai migrate: the database is unreachable: {exc}", file=sys.stderr)
+        return 1
+    except DatabaseTooNew as exc:
+        print(f"wai migrate: {exc}; run a wai at least as new as the one that migrated it", file=sys.stderr)
+        return 1
+    for name in applied:
+        print(f"applied {name}")
+    if not applied:
+        print(f"the schema is current ({len(migrations())} migrations)")
+    return 0
+
+
+async def _connect_within(url: str, wait_s: float, timeout_s: float) -> psycopg.AsyncConnection:
+    """A connection, trying again until `wait_s` has passed (the database may start after this pod)."""
+    import psycopg
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=max(1, round(timeout_s)))
+        except psycopg.OperationalError as exc:
+            if time.monotonic() + MIGRATE_RETRY_S > deadline:
+                raise
+            log.warning("the database is unreachable, trying again in %.0f s: %s", MIGRATE_RETRY_S, exc)
+            await asyncio.sleep(MIGRATE_RETRY_S)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import string
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -171,7 +171,7 @@ async def anthropic_events(
 async def responses_events(
     deltas: AsyncIterator[TextDelta],
     answer: responses_answers.ResponseAnswer,
-    keep: Callable[[dict[str, Any]], None],
+    keep: Callable[[dict[str, Any]], Awaitable[None]],
 ) -> AsyncIterator[bytes]:
     """The Responses API's typed events (protocol/responses_answers.py); the response as it ended goes
     to `keep` (the store) before its last event. An error is an `error` event, which the SDK raises."""
@@ -180,7 +180,7 @@ async def responses_events(
             for name, data in answer.after(delta):
                 yield named_event(name, data)
         events, whole = answer.finish()
-        keep(whole)
+        await keep(whole)
         for name, data in events:
             yield named_event(name, data)
     except errors.WaiError as error:

@@ -49,7 +49,7 @@ class MessagesEncoder:
 async def messages(request: Request):
     asked = anthropic.parse(anthropic.MessagesRequest, await read_json_body(request))
     text = anthropic.text_request(asked)
-    route = resolve(request, asked.model, task="text-generation", finetunes=True)
+    route = await resolve(request, asked.model, task="text-generation", finetunes=True)
     answer = anthropic_answers.MessageAnswer(id=f"msg_{request_record(request).request_id}", model=asked.model)
     return await run_text(request, route, text, MessagesEncoder(answer))
 
@@ -60,7 +60,7 @@ async def messages(request: Request):
 )
 async def count_tokens(request: Request):
     asked = anthropic.parse(anthropic.CountTokensRequest, await read_json_body(request))
-    route = resolve(request, asked.model, task="text-generation", finetunes=True)
+    route = await resolve(request, asked.model, task="text-generation", finetunes=True)
     service = route.service
     assert isinstance(service, TextService), "routes resolve text requests to text models"
     text = TextRequest(messages=anthropic.conversation(asked), tools=anthropic.tool_use(asked))

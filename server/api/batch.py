@@ -29,10 +29,10 @@ async def queue_or_poll(request: Request, route: Route, body: dict[str, Any]) ->
     """A poll's status or results, or a submission's request id, in the Workers AI envelope."""
     jobs = batch_jobs(request)
     if batch.is_poll(body):
-        answer = jobs.poll(batch.poll_id(body), route)
+        answer = await jobs.poll(batch.poll_id(body), route)
     else:
         if not isinstance(route.service, TextService):
             raise errors.bad_input("queued requests are for text-generation models", param="model")
         items = batch.parse_submission(body, request.query_params, jobs.config.max_items_per_job)
-        answer = batch.status(jobs.submit(route.requested_name, items), route.requested_name, "queued")
+        answer = batch.status(await jobs.submit(route.requested_name, items), route.requested_name, "queued")
     return JSONResponse(answer, headers=reply_headers(route, request_record(request).request_id))

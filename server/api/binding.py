@@ -66,7 +66,7 @@ async def run_call(request: Request) -> Response:
     model = request.headers.get(binding.MODEL_HEADER)
     if not model:
         raise errors.bad_input(f"the {binding.MODEL_HEADER} header must name the model", param="model")
-    route = resolve(request, model)
+    route = await resolve(request, model)
     inputs, options = binding.call(await read_json_body(request))
     return await run_inputs(request, route, binding.as_run_body(inputs, options), enveloped=False)
 

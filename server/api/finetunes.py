@@ -7,7 +7,6 @@ Cloudflare's envelope.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -20,7 +19,7 @@ from server.api.uploads import FILE_FIELD, read_asset_form
 from server.auth import require_finetunes_key
 from server.protocol import workers_ai
 from server.protocol.validation import validate
-from server.serving.lora import AdapterStore
+from server.serving.finetunes import Finetunes
 from server.serving.lora_checks import ADAPTER_FILES
 
 router = APIRouter(
@@ -40,7 +39,7 @@ CREATE_INPUT = {
 }
 
 
-def store_of(request: Request) -> AdapterStore:
+def store_of(request: Request) -> Finetunes:
     return request.app.state.adapters
 
 
@@ -54,7 +53,7 @@ async def create_finetune(account_id: str, request: Request) -> JSONResponse:
     problems = validate(body, CREATE_INPUT)
     if problems:
         raise errors.bad_input(", ".join(problems))
-    finetune = store_of(request).create(
+    finetune = await store_of(request).create(
         body["model"], body["name"], body.get("description", ""), body.get("public", False)
     )
     return envelope(finetune.as_dict())
@@ -62,22 +61,22 @@ async def create_finetune(account_id: str, request: Request) -> JSONResponse:
 
 @router.get("")
 async def list_finetunes(account_id: str, request: Request) -> JSONResponse:
-    return envelope([f.as_dict() for f in store_of(request).finetunes()])
+    return envelope([f.as_dict() for f in await store_of(request).finetunes()])
 
 
 @router.get("/public")
 async def list_public_finetunes(account_id: str, request: Request) -> JSONResponse:
-    return envelope([f.as_dict() for f in store_of(request).finetunes(public_only=True)])
+    return envelope([f.as_dict() for f in await store_of(request).finetunes(public_only=True)])
 
 
 @router.get("/{id_or_name}")
 async def show_finetune(account_id: str, id_or_name: str, request: Request) -> JSONResponse:
-    return envelope(store_of(request).get(id_or_name).as_dict())
+    return envelope((await store_of(request).get(id_or_name)).as_dict())
 
 
 @router.delete("/{id_or_name}")
 async def delete_finetune(account_id: str, id_or_name: str, request: Request) -> JSONResponse:
-    return envelope(store_of(request).delete(id_or_name).as_dict())
+    return envelope((await store_of(request).delete(id_or_name)).as_dict())
 
 
 ASSET_UPLOAD_BODY = openapi.form_body(
@@ -94,13 +93,12 @@ ASSET_UPLOAD_BODY = openapi.form_body(
 @router.post("/{id_or_name}/finetune-assets", openapi_extra=ASSET_UPLOAD_BODY)
 async def upload_finetune_asset(account_id: str, id_or_name: str, request: Request) -> JSONResponse:
     store = store_of(request)
-    finetune = store.get(id_or_name)  # 404 before reading a large body for nothing
+    finetune = await store.get(id_or_name)  # 404 before reading a large body for nothing
     limit = store.lora_model(finetune.model).config.lora.max_upload_bytes
     with store.upload_file() as (file, path):
         form = await read_asset_form(request, file, limit)
         file_name = form.fields.get("file_name")
         if not file_name or not form.has_file:
             raise errors.bad_input("required form fields are 'file_name' and 'file'")
-        # Checking reads the safetensors header and the base model's shapes: off the event loop.
-        finetune = await asyncio.to_thread(store.add_asset, id_or_name, file_name, path)
+        finetune = await store.add_asset(id_or_name, file_name, path)
     return envelope(finetune.as_dict())

@@ -50,7 +50,7 @@ async def run_openai_text(
     id_prefix: str,
 ):
     """Both text endpoints: `model` resolved (a fine-tune's name too), the answer an `answer_type`."""
-    route = resolve(request, asked.model, task="text-generation", finetunes=True)
+    route = await resolve(request, asked.model, task="text-generation", finetunes=True)
     record = request_record(request)
     answer = answer_type(
         id=f"{id_prefix}-{record.request_id}",
@@ -85,7 +85,7 @@ async def completions(request: Request):
 @api.post("/embeddings", openapi_extra=openapi.model_body(openai.EmbeddingsRequest, "An embeddings request."))
 async def embeddings(request: Request):
     embed = openai.parse(openai.EmbeddingsRequest, await read_json_body(request))
-    route = resolve(request, embed.model, task="text-embeddings")
+    route = await resolve(request, embed.model, task="text-embeddings")
 
     def answer(result: Embeddings) -> dict[str, Any]:
         dimensions = len(result.vectors[0])

@@ -1,6 +1,6 @@
 """The one request pipeline every protocol's routes run: a route is a parser and an encoder.
 
-    route = resolve(request, name)           # the model; from here on the request counts under it
+    route = await resolve(request, name)     # the model; from here on the request counts under it
     text = <protocol>.parse(...)             # the wire format, validated into a TextRequest
     return await run_text(request, route, text, encoder)   # encoder: that protocol's answer writer
 
@@ -45,11 +45,11 @@ def registry_of(request: Request) -> ModelRegistry:
     return request.app.state.registry
 
 
-def resolve(request: Request, name: str, task: str | None = None, finetunes: bool = False) -> Route:
+async def resolve(request: Request, name: str, task: str | None = None, finetunes: bool = False) -> Route:
     """The route for a model name, recorded once: from here on the request counts under that model.
     With `finetunes`, a fine-tune's name or id also names its base model with that adapter."""
     registry = registry_of(request)
-    route = registry.route_model_or_finetune(name, task) if finetunes else registry.route(name, task)
+    route = await registry.route_model_or_finetune(name, task) if finetunes else registry.route(name, task)
     request_record(request).serve(route.service.model)
     return route
 

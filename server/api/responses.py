@@ -4,13 +4,14 @@ Thin: protocol/responses.py validates the body into the neutral request every pr
 the stored conversation of `previous_response_id`), the one pipeline (api/pipeline.py) runs it, and
 protocol/responses_answers.py writes the response or its events. With `store` (the default, as
 OpenAI's) the answer and its conversation are kept (serving/response_store.py) for `GET` and for
-`previous_response_id`; `DELETE` removes one.
+`previous_response_id`; `DELETE` removes one. The store unreachable (`database_url`), each call that
+needs it answers 503 / 3048.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -35,25 +36,26 @@ def store_of(request: Request) -> ResponseStore:
     return request.app.state.responses
 
 
-@dataclass(frozen=True)
+@dataclass
 class ResponsesEncoder:
-    """Writes a response, whole or as events, and keeps it when asked to."""
+    """Writes a response, whole or as events, and keeps it when asked to: a stream before its last
+    event, a whole response (`answered`) before `create` sends it."""
 
     answer: responses_answers.ResponseAnswer
     conversation: tuple[Message, ...]
     store: ResponseStore | None  # None: not kept
+    answered: dict[str, Any] | None = field(default=None, init=False)
 
     def whole(self, completion: Completion) -> dict[str, Any]:
-        body = self.answer.whole(completion)
-        self.keep(body)
-        return body
+        self.answered = self.answer.whole(completion)
+        return self.answered
 
     def events(self, deltas: AsyncIterator[TextDelta]) -> AsyncIterator[bytes]:
         return responses_events(deltas, self.answer, self.keep)
 
-    def keep(self, body: dict[str, Any]) -> None:
+    async def keep(self, body: dict[str, Any]) -> None:
         if self.store is not None:
-            self.store.keep(body, [*self.conversation, responses.output_turn(body["output"])])
+            await self.store.keep(body, [*self.conversation, responses.output_turn(body["output"])])
 
 
 @api.post(
@@ -65,22 +67,26 @@ async def create(request: Request):
     store = store_of(request)
     earlier: list[Message] = []
     if asked.previous_response_id is not None:
-        found = store.conversation(asked.previous_response_id)
+        found = await store.conversation(asked.previous_response_id)
         if found is None:
             raise errors.response_not_found(asked.previous_response_id, param="previous_response_id")
         earlier = found
     turns = responses.conversation(asked, earlier)
     text = responses.text_request(asked, turns)
-    route = resolve(request, asked.model, task="text-generation", finetunes=True)
+    route = await resolve(request, asked.model, task="text-generation", finetunes=True)
     answer = responses_answers.ResponseAnswer(
         id=f"resp_{request_record(request).request_id.replace('-', '')}", model=asked.model, echo=responses.echo(asked)
     )
-    return await run_text(request, route, text, ResponsesEncoder(answer, turns, store if asked.store else None))
+    encoder = ResponsesEncoder(answer, turns, store if asked.store else None)
+    reply = await run_text(request, route, text, encoder)
+    if encoder.answered is not None:  # whole, not streamed: kept before it is sent
+        await encoder.keep(encoder.answered)
+    return reply
 
 
 @api.get("/responses/{response_id}")
 async def get(request: Request, response_id: str):
-    body = store_of(request).body(response_id)
+    body = await store_of(request).body(response_id)
     if body is None:
         raise errors.response_not_found(response_id)
     return body
@@ -88,7 +94,7 @@ async def get(request: Request, response_id: str):
 
 @api.delete("/responses/{response_id}")
 async def delete(request: Request, response_id: str):
-    if not store_of(request).delete(response_id):
+    if not await store_of(request).delete(response_id):
         raise errors.response_not_found(response_id)
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 

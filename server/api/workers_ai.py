@@ -56,7 +56,7 @@ RUN_BODY = openapi.one_of_bodies(
 
 @router.post("/run/{model:path}", openapi_extra=RUN_BODY)
 async def run(account_id: str, model: str, request: Request):
-    route = resolve(request, model)
+    route = await resolve(request, model)
     body = await read_json_body(request)
     if batch.is_batch_call(body, request.query_params):  # queueRequest: api/batch.py
         return await batch.queue_or_poll(request, route, body)

@@ -13,7 +13,8 @@ it `running`; opening the store puts every running item back in the queue (and c
 recorded results (0 or 1), the evidence of that rule.
 
 One server per database file: two sharing one stay correct (each item is still recorded once), but
-a server that starts requeues the other's items in flight, which then run twice.
+a server that starts requeues the other's items in flight, which then run twice. Replicas share jobs
+through `database_url` instead (server/stores/batch.py: the same rules, with a lease on each claim).
 
 The WAL journal with synchronous=NORMAL survives a crash of the process (a commit is in the log
 before the call returns); a power loss may undo the last commits, whose items then run again.
@@ -25,8 +26,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+from server.stores.batch import Claim, ItemState, Job, NewItem
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -59,43 +62,6 @@ CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, finished);
 
 class BatchStoreUnusable(Exception):
     """The database cannot be opened or was written by another version of the schema."""
-
-
-@dataclass(frozen=True)
-class NewItem:
-    input: str  # JSON
-    external_reference: str  # JSON
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One attempt at one item: the right to record its result while the item stays in its hands."""
-
-    seq: int
-    job: str
-    model: str
-    index: int
-    input: str
-    external_reference: str
-    attempts: int  # including this one
-    orphaned: int  # times a process died while running it
-
-
-@dataclass(frozen=True)
-class Job:
-    id: str
-    model: str
-    status: str
-    items: int
-    done_items: int
-
-
-@dataclass(frozen=True)
-class ItemState:
-    index: int
-    state: str
-    attempts: int
-    completions: int
 
 
 class BatchStore:
@@ -231,3 +197,67 @@ class BatchStore:
             return db.execute(
                 "UPDATE items SET state = 'queued', orphaned = orphaned + 1 WHERE state = 'running'"
             ).rowcount
+
+
+class JobStore(Protocol):
+    """What the batch jobs need of a store, SQLite's (`SqliteJobStore`) or the shared database's
+    (server/stores/batch.py). A store that cannot be reached raises sqlite3.Error or 503 / 3048."""
+
+    @property
+    def lease_s(self) -> float | None:
+        """How long a claim lasts unrenewed; None: claims last until put back."""
+
+    async def submit(self, job_id: str, model: str, items: list[NewItem], now: float, max_jobs: int) -> bool: ...
+    async def job(self, job_id: str) -> Job | None: ...
+    async def responses(self, job_id: str) -> list[str | None]: ...
+    async def item_states(self, job_id: str) -> list[ItemState]: ...
+    async def job_counts(self) -> dict[str, int]: ...
+    async def expire(self, finished_before: float) -> int: ...
+    async def claim(self) -> Claim | None: ...
+    async def complete(self, claim: Claim, response: str, now: float) -> bool: ...
+    async def requeue(self, claim: Claim) -> bool: ...
+    async def renew(self, claims: list[Claim]) -> None: ...
+    async def close(self) -> None: ...
+
+
+class SqliteJobStore:
+    """The SQLite store behind the async interface. Its calls are short local transactions, made
+    in the event loop as they always were."""
+
+    lease_s = None
+
+    def __init__(self, store: BatchStore):
+        self.store = store
+
+    async def submit(self, job_id: str, model: str, items: list[NewItem], now: float, max_jobs: int) -> bool:
+        return self.store.submit(job_id, model, items, now, max_jobs)
+
+    async def job(self, job_id: str) -> Job | None:
+        return self.store.job(job_id)
+
+    async def responses(self, job_id: str) -> list[str | None]:
+        return self.store.responses(job_id)
+
+    async def item_states(self, job_id: str) -> list[ItemState]:
+        return self.store.item_states(job_id)
+
+    async def job_counts(self) -> dict[str, int]:
+        return self.store.job_counts()
+
+    async def expire(self, finished_before: float) -> int:
+        return self.store.expire(finished_before)
+
+    async def claim(self) -> Claim | None:
+        return self.store.claim()
+
+    async def complete(self, claim: Claim, response: str, now: float) -> bool:
+        return self.store.complete(claim, response, now)
+
+    async def requeue(self, claim: Claim) -> bool:
+        return self.store.requeue(claim)
+
+    async def renew(self, claims: list[Claim]) -> None:
+        """Nothing to renew: a claim holds until it is put back, or the next start queues it again."""
+
+    async def close(self) -> None:
+        self.store.close()

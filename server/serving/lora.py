@@ -13,6 +13,9 @@ again when that misses). What must not interleave between processes (a name take
 adapters given one engine id) happens under a file lock. Each fine-tune's files carry an engine id
 in its metadata, handed out from a counter kept in the store and new with every upload, so that
 every process asks the engine for the same adapter by the same id, and for new files by a new one.
+
+With `database_url` the fine-tunes live in the database, and a store of this kind holds a replica's
+copies of them, each kept or dropped whole (server/serving/shared_finetunes.py).
 """
 
 from __future__ import annotations
@@ -85,8 +88,54 @@ class LoraModel:
     shapes: BaseModelShapes
 
 
+def new_finetune(lora_model: LoraModel, name: str, description: str, public: bool) -> Finetune:
+    """A fine-tune just created: a new id, no files yet."""
+    stamp = now()
+    return Finetune(
+        id=str(uuid.uuid4()),
+        name=name,
+        model=lora_model.config.name,
+        description=description,
+        created_at=stamp,
+        modified_at=stamp,
+        public=public,
+    )
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def check_name(name: str) -> None:
+    if not NAME_PATTERN.match(name):
+        raise errors.bad_input(
+            f"'/name' must match {NAME_PATTERN.pattern} (letters, digits, '.', '-', '_')", param="name"
+        )
+
+
+def check_file_name(file_name: str) -> None:
+    if file_name not in ADAPTER_FILES:
+        raise errors.invalid_finetune(
+            f"file_name must be {ADAPTER_CONFIG} or {ADAPTER_WEIGHTS}, not {file_name!r}; "
+            "weights are accepted only as safetensors (no pickled .bin or .pt files)"
+        )
+
+
+def partner_of(file_name: str) -> str:
+    """The other of an adapter's two files."""
+    return ADAPTER_WEIGHTS if file_name == ADAPTER_CONFIG else ADAPTER_CONFIG
+
+
+def check_with_partner(lora_model: LoraModel, file_name: str, upload: Path, partner: Path) -> None:
+    """Check an uploaded file alone, then with its partner where that is in (reads files: call it
+    off the event loop)."""
+    config_path = upload if file_name == ADAPTER_CONFIG else partner
+    weights_path = upload if file_name == ADAPTER_WEIGHTS else partner
+    config = None
+    if config_path.is_file():
+        config = check_config(config_path.read_bytes(), lora_model.shapes, lora_model.config.lora.max_rank)
+    if weights_path.is_file():
+        check_weights(weights_path, lora_model.shapes, config)
 
 
 def clear_leftovers(root: Path) -> None:
@@ -122,23 +171,11 @@ class AdapterStore:
 
     def create(self, model: str, name: str, description: str = "", public: bool = False) -> Finetune:
         lora_model = self.lora_model(model)
-        if not NAME_PATTERN.match(name):
-            raise errors.bad_input(
-                f"'/name' must match {NAME_PATTERN.pattern} (letters, digits, '.', '-', '_')", param="name"
-            )
+        check_name(name)
         with self._locked():
             if self.find(name) is not None:
                 raise errors.finetune_name_taken(name)
-            stamp = now()
-            finetune = Finetune(
-                id=str(uuid.uuid4()),
-                name=name,
-                model=lora_model.config.name,
-                description=description,
-                created_at=stamp,
-                modified_at=stamp,
-                public=public,
-            )
+            finetune = new_finetune(lora_model, name, description, public)
             folder = self._folder(finetune.id)
             folder.mkdir()
             self._write_metadata(finetune)
@@ -182,20 +219,9 @@ class AdapterStore:
     def add_asset(self, id_or_name: str, file_name: str, upload: Path) -> Finetune:
         """Check an uploaded file (alone, then with its partner if that is in) and move it into place."""
         finetune = self.get(id_or_name)
-        if file_name not in ADAPTER_FILES:
-            raise errors.invalid_finetune(
-                f"file_name must be {ADAPTER_CONFIG} or {ADAPTER_WEIGHTS}, not {file_name!r}; "
-                "weights are accepted only as safetensors (no pickled .bin or .pt files)"
-            )
-        lora_model = self.lora_model(finetune.model)
+        check_file_name(file_name)
         folder = self._folder(finetune.id)
-        config_path = upload if file_name == ADAPTER_CONFIG else folder / ADAPTER_CONFIG
-        weights_path = upload if file_name == ADAPTER_WEIGHTS else folder / ADAPTER_WEIGHTS
-        config = None
-        if config_path.is_file():
-            config = check_config(config_path.read_bytes(), lora_model.shapes, lora_model.config.lora.max_rank)
-        if weights_path.is_file():
-            check_weights(weights_path, lora_model.shapes, config)
+        check_with_partner(self.lora_model(finetune.model), file_name, upload, folder / partner_of(file_name))
         with self._locked():  # the new file and its new engine id, together: the engine loads it afresh
             if not folder.is_dir():  # deleted meanwhile, by another process
                 raise errors.finetune_not_found(id_or_name)
@@ -229,6 +255,46 @@ class AdapterStore:
             raise errors.finetune_missing_files()
         engine_id = finetune.engine_id if finetune.engine_id is not None else self._number(finetune)
         return Adapter(key=f"{finetune.id}@{engine_id}", engine_id=engine_id, path=str(folder), name=finetune.name)
+
+    # --- a replica's copies of the shared store (server/serving/shared_finetunes.py) ----------
+
+    @contextmanager
+    def staging_folder(self) -> Iterator[Path]:
+        """An empty folder in the store to gather a fine-tune's files in; gone afterwards unless kept."""
+        folder = Path(tempfile.mkdtemp(dir=self.root / UPLOADS))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def keep_copy(self, finetune: Finetune, staged: Path) -> None:
+        """Put a fine-tune's files, gathered in `staged`, in place as its folder, in one rename; an
+        older copy (another engine id) goes. Another process that kept the same copy first wins."""
+        with tempfile.NamedTemporaryFile("w", dir=staged, delete=False) as file:
+            json.dump(asdict(finetune), file, indent=2)
+        os.replace(file.name, staged / METADATA)
+        with self._locked():
+            current = self._read(finetune.id)
+            if current is not None and current.engine_id == finetune.engine_id:
+                return
+            if self._folder(finetune.id).exists():
+                self._trash(finetune.id)
+            os.replace(staged, self._folder(finetune.id))
+        self._ids_by_name[finetune.name] = finetune.id
+
+    def drop_copy(self, finetune_id: str, engine_id: int | None) -> bool:
+        """Remove the copy of a fine-tune's files with that engine id; a newer copy stays."""
+        with self._locked():
+            current = self._read(finetune_id)
+            if current is None or current.engine_id != engine_id:
+                return False
+            self._trash(finetune_id)
+        return True
+
+    def _trash(self, finetune_id: str) -> None:
+        trashed = Path(tempfile.mkdtemp(dir=self.root / TRASH))
+        os.replace(self._folder(finetune_id), trashed / finetune_id)
+        shutil.rmtree(trashed, ignore_errors=True)
 
     # --- disk -----------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from server import errors
 from server.serving.embeddings import EmbeddingService
-from server.serving.lora import AdapterStore
+from server.serving.finetunes import Finetunes
 from server.serving.text import TextService
 
 Service = TextService | EmbeddingService
@@ -26,7 +26,7 @@ class Route:
 
 
 class ModelRegistry:
-    def __init__(self, services: list[Service], adapters: AdapterStore):
+    def __init__(self, services: list[Service], adapters: Finetunes):
         self.services = services
         self.adapters = adapters
         self._by_name = {name: service for service in services for name in service.model.served_names}
@@ -42,12 +42,12 @@ class ModelRegistry:
         """Every public name, in config order: a model's own name, then its aliases and stand-in names."""
         return [Route(service, name) for service in self.services for name in service.model.served_names]
 
-    def route_model_or_finetune(self, name: str, task: str | None = None) -> Route:
+    async def route_model_or_finetune(self, name: str, task: str | None = None) -> Route:
         """What a public name means where the protocol has only `model` (OpenAI): a served model,
         or a fine-tune's name or id, which means its base model with that adapter."""
         if name in self._by_name:
             return self.route(name, task)
-        finetune = self.adapters.find(name)
+        finetune = await self.adapters.find(name)
         if finetune is None:
             raise errors.unknown_model(name)
         return replace(self.route(finetune.model, task), finetune=name)

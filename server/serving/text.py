@@ -19,7 +19,7 @@ from server.engine.types import Adapter, GenerationParams, TextDelta, TextEngine
 from server.lifecycle import Deadline
 from server.serving.admission import Admission
 from server.serving.engine_errors import engine_errors, ensure_ready
-from server.serving.lora import AdapterStore
+from server.serving.finetunes import Finetunes
 from server.serving.prompts import render_prompt
 from server.serving.requests import TextRequest, ToolCall
 from server.serving.sampling import engine_choices, generation_params
@@ -90,7 +90,7 @@ class Generation:
 class TextService:
     """One served text model: the public name's config and the engine behind it."""
 
-    def __init__(self, model: ModelConfig, engine: TextEngine, adapters: AdapterStore):
+    def __init__(self, model: ModelConfig, engine: TextEngine, adapters: Finetunes):
         self.model = model
         self.engine = engine
         self.adapters = adapters
@@ -104,7 +104,7 @@ class TextService:
         """Run `request` on this model for `record`: the fine-tune its `lora` names (errors name the
         model as the client called it, `requested_model`), the prompt rendered and checked, and the
         engine's deltas, each awaited under `deadline` and counted by `record`."""
-        adapter = self._adapter_for(request, requested_model)
+        adapter = await self._adapter_for(request, requested_model)
         if adapter is not None:
             record.use_adapter(adapter.name)
         record.show_input(request.as_sent)
@@ -119,12 +119,12 @@ class TextService:
         with engine_errors():
             return len(await self.engine.with_tokenizer(render_prompt, request))
 
-    def _adapter_for(self, request: TextRequest, requested_model: str) -> Adapter | None:
+    async def _adapter_for(self, request: TextRequest, requested_model: str) -> Adapter | None:
         """The fine-tune a request's `lora` names: 405 / 5005 when this model has LoRA off, 400 / 3041
         when there is no such fine-tune; errors name the model as the client called it."""
         if request.lora is None:
             return None
-        return self.adapters.adapter_for(requested_model, request.lora)
+        return await self.adapters.adapter_for(requested_model, request.lora)
 
     async def _prepare(self, request: TextRequest, adapter: Adapter | None = None) -> PreparedText:
         """Render and check `request`."""

@@ -186,7 +186,17 @@ def test_batch_jobs_sit_below_the_routes_and_their_store_stands_alone():
     for module in (m for m in graph if m.startswith("server.batch")):
         wrong = {n for n in project_imports(graph, module) if n.startswith(("server.api", "server.app", "server.cli"))}
         assert not wrong, f"{module} imports {wrong}"
-    assert not project_imports(graph, "server.batch.store")
+    # The SQLite store stands alone but for its records, which are the shared database's store's.
+    assert project_imports(graph, "server.batch.store") == {"server.stores.batch"}
+
+
+def test_the_shared_stores_sit_below_serving():
+    # server/stores is below serving and batch: it knows the settings, the errors and the metrics only.
+    graph = imports()
+    below = ("server.stores", "server.config", "server.errors", "server.metrics")
+    for module in (m for m in graph if m.startswith("server.stores")):
+        wrong = {n for n in project_imports(graph, module) if n != "server" and not n.startswith(below)}
+        assert not wrong, f"{module} imports {wrong}"
 
 
 def test_only_the_engine_imports_vllm():
