@@ -10,7 +10,9 @@
   that port, the config that loads with every file it names, the cache and the checkpoint on the
   persistent volume, the API keys from the Secret's keys, a GPU per tensor-parallel rank, a grace
   period that covers the preStop sleep and wai's drain, the images' own user, and the autoscaler's
-  metric served by the Prometheus adapter from a series vLLM exports.
+  metric served by the Prometheus adapter from a series vLLM exports; an overlay of several replicas
+  (or with the autoscaler) shares their state: the database and Redis URLs from the Secret, and the
+  schema migrated by `wai migrate --wait` before wai starts.
 Each check is also run on a deliberately broken copy, which it must reject.
 """
 
@@ -52,7 +54,13 @@ OVERLAYS = {
     "gpu-fp8": ("configs/llama-3-8b-instruct-fp8.yaml", "docker/Dockerfile.gpu"),
     "gpu-tp2": ("configs/llama-3-8b-instruct-tp2.yaml", "docker/Dockerfile.gpu"),
     "cpu": ("configs/default.yaml", "docker/Dockerfile"),
+    "gpu-replicas": ("configs/llama-3-8b-instruct.yaml", "docker/Dockerfile.gpu"),
+    "cpu-replicas": ("configs/default.yaml", "docker/Dockerfile"),
 }
+# The overlays of several replicas, with the autoscaler (components/shared-state); the others run one.
+MANY_REPLICAS = {"gpu-replicas", "cpu-replicas"}
+# What each replica must read from the Secret to share its state with the others.
+SHARED_STATE_VARIABLES = ["WAI_DATABASE_URL", "WAI_REDIS_URL"]
 KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]
 PODMONITOR_CRD = KUBE / "schemas" / "monitoring.coreos.com_podmonitors.yaml"
 # git's blob id of prometheus-operator's v0.93.0
@@ -358,7 +366,9 @@ def fact_problems(objects: Objects, overlay: str, folder: Path) -> list[str]:
     # GPUs: one per tensor-parallel rank; none on the CPU overlay.
     resources = wai.get("resources", {})
     gpus = int(resources.get("limits", {}).get("nvidia.com/gpu", 0))
-    wanted = 0 if overlay == "cpu" else max(model.engine.tensor_parallel_size for model in settings.models)
+    wanted = (
+        0 if dockerfile == "docker/Dockerfile" else max(model.engine.tensor_parallel_size for model in settings.models)
+    )
     if gpus != wanted or int(resources.get("requests", {}).get("nvidia.com/gpu", gpus)) != gpus:
         problems.append(f"the pod asks for {gpus} GPUs, the config's tensor parallelism needs {wanted}")
     if wanted > 1:
@@ -388,7 +398,18 @@ def fact_problems(objects: Objects, overlay: str, folder: Path) -> list[str]:
         problems.append(f"the containers do not all run the {tag} image")
 
     # Autoscaling on a metric the adapter serves from vLLM's waiting requests.
-    hpa = one(objects, "HorizontalPodAutoscaler")
+    autoscalers = [item for item in objects if item["kind"] == "HorizontalPodAutoscaler"]
+    for hpa in autoscalers:
+        problems += autoscaler_problems(hpa, deployment)
+
+    # Several replicas are one service only with their state shared.
+    if deployment["spec"].get("replicas", 1) > 1 or autoscalers:
+        problems += shared_state_problems(pod, wai, objects)
+    return problems
+
+
+def autoscaler_problems(hpa: dict[str, Any], deployment: dict[str, Any]) -> list[str]:
+    problems = []
     target = hpa["spec"]["scaleTargetRef"]
     if (target["kind"], target["name"]) != ("Deployment", deployment["metadata"]["name"]):
         problems.append(f"the autoscaler scales {target['kind']} {target['name']}")
@@ -398,6 +419,45 @@ def fact_problems(objects: Objects, overlay: str, folder: Path) -> list[str]:
         name = metric.get("pods", {}).get("metric", {}).get("name")
         if metric["type"] != "Pods" or served.get(name) != "vllm:num_requests_waiting":
             problems.append(f"the autoscaler's metric {name} is not the adapter's vllm:num_requests_waiting per pod")
+    if deployment["spec"].get("replicas", 1) < hpa["spec"].get("minReplicas", 1):
+        problems.append("the Deployment's replicas are below the autoscaler's minReplicas: each apply scales it down")
+    return problems
+
+
+def required_secret(container: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The Secret key a container's variable comes from, unless it is a literal or optional."""
+    item: dict[str, Any] = next((item for item in container.get("env", []) if item["name"] == name), {})
+    ref = item.get("valueFrom", {}).get("secretKeyRef")
+    return None if ref is None or ref.get("optional") else ref
+
+
+def shared_state_problems(pod: dict[str, Any], wai: dict[str, Any], objects: Objects) -> list[str]:
+    """What keeps several replicas of an overlay from sharing their state (components/shared-state)."""
+    problems = [
+        f"several replicas without {name} from a required Secret key: each would keep its own state"
+        for name in SHARED_STATE_VARIABLES
+        if required_secret(wai, name) is None
+    ]
+    # Each replica copies the fine-tunes it serves out of the database into its adapters_dir.
+    env = {item["name"]: item.get("value") for item in wai.get("env", [])}
+    adapters_dir = env.get("WAI_ADAPTERS_DIR") or str(PurePosixPath(env.get("WAI_CACHE_DIR") or "") / "adapters")
+    if persistent_location(pod, wai, adapters_dir) is not None:
+        problems.append(f"the replicas' fine-tune copies ({adapters_dir}) share the cache volume")
+    config_path = option(wai.get("args", []), "--config")
+    migrations = [
+        init
+        for init in pod.get("initContainers", [])
+        if [*init.get("command", []), *init.get("args", [])][:2] == ["wai", "migrate"]
+    ]
+    if not migrations:
+        return [*problems, "several replicas and no init container runs `wai migrate`"]
+    words = [*migrations[0].get("command", []), *migrations[0].get("args", [])]
+    if option(words, "--wait") is None:
+        problems.append("`wai migrate` runs without --wait: a database starting with the release fails the pod")
+    if option(words, "--config") != config_path or config_path not in mounted_files(pod, migrations[0], objects):
+        problems.append(f"`wai migrate` does not read wai's mounted config {config_path}")
+    if required_secret(migrations[0], "WAI_DATABASE_URL") != required_secret(wai, "WAI_DATABASE_URL"):
+        problems.append("`wai migrate` reads another WAI_DATABASE_URL than wai")
     return problems
 
 
@@ -414,14 +474,10 @@ def test_the_vendored_podmonitor_crd_is_the_operators() -> None:
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_the_overlay_is_valid_kubernetes(overlay: str, version: str) -> None:
     objects = rendered(overlay)
-    assert {item["kind"] for item in objects} >= {
-        "Deployment",
-        "Service",
-        "HorizontalPodAutoscaler",
-        "PodMonitor",
-        "PersistentVolumeClaim",
-        "ConfigMap",
-    }
+    kinds = {item["kind"] for item in objects}
+    assert kinds >= {"Deployment", "Service", "PodMonitor", "PersistentVolumeClaim", "ConfigMap"}
+    assert ("HorizontalPodAutoscaler" in kinds) == (overlay in MANY_REPLICAS)
+    assert (one(objects, "Deployment")["spec"]["replicas"] > 1) == (overlay in MANY_REPLICAS)
     assert schema_problems(objects, version) == []
 
 
@@ -470,6 +526,14 @@ def test_a_chat_template_left_out_of_the_volume_is_caught(tmp_path: Path) -> Non
     assert any("chat template templates/llama-3-instruct.jinja is not mounted" in p for p in problems), problems
 
 
+def test_replicas_without_the_shared_state_are_caught(tmp_path: Path) -> None:
+    tree = copy_of_the_tree(tmp_path)
+    edit_file(tree / "overlays" / "gpu-replicas" / "kustomization.yaml", "  - ../../components/shared-state\n", "")
+    problems = fact_problems(render(tree / "overlays" / "gpu-replicas"), "gpu-replicas", tmp_path / "mounted")
+    assert any("several replicas without WAI_DATABASE_URL" in p for p in problems), problems
+    assert any("no init container runs `wai migrate`" in p for p in problems), problems
+
+
 def wai_container(objects: Objects) -> dict[str, Any]:
     return next(c for c in one(objects, "Deployment")["spec"]["template"]["spec"]["containers"] if c["name"] == "wai")
 
@@ -484,6 +548,19 @@ def config_map(objects: Objects) -> dict[str, Any]:
 
 def env_named(container: dict[str, Any], name: str) -> dict[str, Any]:
     return next(item for item in container["env"] if item["name"] == name)
+
+
+def init_container(objects: Objects, name: str) -> dict[str, Any]:
+    return next(c for c in pod_spec(objects)["initContainers"] if c["name"] == name)
+
+
+def written_in_the_manifest(variable: dict[str, Any], value: str) -> None:
+    del variable["valueFrom"]
+    variable["value"] = value
+
+
+def autoscaler_of_another_overlay(objects: Objects) -> None:
+    objects.append(one(rendered("gpu-replicas"), "HorizontalPodAutoscaler"))
 
 
 Edit = Callable[[Objects], None]
@@ -591,7 +668,7 @@ MISTAKES: list[tuple[str, str, Edit, str]] = [
     ("the CPU image on a GPU overlay", "gpu", lambda o: wai_container(o).update(image="wai:cpu"), "the gpu image"),
     (
         "another metric for the autoscaler",
-        "gpu",
+        "gpu-replicas",
         lambda o: one(o, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"].update(
             name="vllm:num_requests_waiting"
         ),
@@ -599,9 +676,71 @@ MISTAKES: list[tuple[str, str, Edit, str]] = [
     ),
     (
         "the autoscaler on another Deployment",
-        "gpu",
+        "gpu-replicas",
         lambda o: one(o, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"].update(name="vllm"),
         "scales Deployment vllm",
+    ),
+    (
+        "fewer replicas than the autoscaler's floor",
+        "cpu-replicas",
+        lambda o: one(o, "Deployment")["spec"].update(replicas=1),
+        "below the autoscaler's minReplicas",
+    ),
+    (
+        "several replicas of the one-replica overlay",
+        "gpu",
+        lambda o: one(o, "Deployment")["spec"].update(replicas=3),
+        "several replicas without WAI_REDIS_URL",
+    ),
+    (
+        "the autoscaler on the one-replica overlay",
+        "cpu",
+        autoscaler_of_another_overlay,
+        "no init container runs `wai migrate`",
+    ),
+    (
+        "the database URL written in the manifest",
+        "gpu-replicas",
+        lambda o: written_in_the_manifest(env_named(wai_container(o), "WAI_DATABASE_URL"), "postgresql://wai@db/wai"),
+        "several replicas without WAI_DATABASE_URL",
+    ),
+    (
+        "the Redis URL optional",
+        "cpu-replicas",
+        lambda o: env_named(wai_container(o), "WAI_REDIS_URL")["valueFrom"]["secretKeyRef"].update(optional=True),
+        "several replicas without WAI_REDIS_URL",
+    ),
+    (
+        "the database URL from a key the Secret lacks",
+        "gpu-replicas",
+        lambda o: env_named(wai_container(o), "WAI_DATABASE_URL")["valueFrom"]["secretKeyRef"].update(key="db"),
+        "reads key db of Secret wai-secrets",
+    ),
+    (
+        "the fine-tune copies on the cache volume",
+        "gpu-replicas",
+        lambda o: env_named(wai_container(o), "WAI_ADAPTERS_DIR").update(value="/cache/adapters"),
+        "share the cache volume",
+    ),
+    (
+        "migrations without waiting for the database",
+        "gpu-replicas",
+        lambda o: init_container(o, "migrate").update(command=["wai", "migrate", "--config", "/etc/wai/config.yaml"]),
+        "without --wait",
+    ),
+    (
+        "migrations on another config",
+        "cpu-replicas",
+        lambda o: init_container(o, "migrate")["command"].__setitem__(3, "/etc/wai/other.yaml"),
+        "does not read wai's mounted config",
+    ),
+    (
+        "migrations of another database",
+        "gpu-replicas",
+        lambda o: env_named(init_container(o, "migrate"), "WAI_DATABASE_URL")["valueFrom"]["secretKeyRef"].update(
+            key="api-keys"
+        ),
+        "reads another WAI_DATABASE_URL",
     ),
 ]
 
