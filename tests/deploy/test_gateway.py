@@ -4,50 +4,20 @@ requests without `x-session-affinity` go to the least busy one, and a stream's e
 
 from __future__ import annotations
 
-import re
-import shutil
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from tests.support.gateway import NGINX, gateway_copy, gateway_running, nginx_test
 from tests.support.http_target import CannedHandler
 from tests.support.ports import free_port
-from tests.support.servers import running_command
-
-GATEWAY = Path(__file__).resolve().parents[2] / "deploy" / "gateway"
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx missing: `make test-tools` installs it")
-
-
-def gateway_copy(folder: Path, replicas: list[int], listen: int, edit: Callable[[str], str] = lambda s: s) -> Path:
-    """The shipped config in `folder`, its replicas and listen address replaced by loopback ones."""
-    config = (GATEWAY / "nginx.conf").read_text()
-    assert len(re.findall(r"^\s*listen 8080;$", config, flags=re.M)) == 1
-    config = config.replace("listen 8080;", f"listen 127.0.0.1:{listen};")
-    (folder / "nginx.conf").write_text(edit(config))
-    shipped = (GATEWAY / "replicas.conf").read_text()
-    servers = [line.split()[1] for line in shipped.splitlines() if line.startswith("server ")]
-    assert servers, "replicas.conf lists no server"
-    (folder / "replicas.conf").write_text(
-        "".join(f"server 127.0.0.1:{port} max_fails=3 fail_timeout=10s;\n" for port in replicas)
-    )
-    return folder / "nginx.conf"
-
-
-def nginx_test(config: Path) -> subprocess.CompletedProcess[str]:
-    # -e: the error log before the config is read; -g: a pid file of the test's own.
-    pid = config.parent / "nginx.pid"
-    command = [str(NGINX), "-t", "-p", str(config.parent), "-e", "stderr", "-c", str(config), "-g", f"pid {pid};"]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
 def test_shipped_config_passes_nginx_check(tmp_path: Path) -> None:
@@ -112,21 +82,6 @@ class Replica:
         return Handler
 
 
-@contextmanager
-def gateway_running(folder: Path, replicas: list[Replica], edit: Callable[[str], str] = lambda s: s) -> Iterator[str]:
-    """nginx on a copy of the shipped config in front of `replicas`; yields its URL once it answers
-    its health check, and stops it gracefully (SIGQUIT) on exit."""
-    port = free_port()
-    config = gateway_copy(folder, [r.port for r in replicas], port, edit)
-    pid = folder / "nginx.pid"
-    command = [str(NGINX), "-p", str(folder), "-e", "stderr", "-c", str(config), "-g", f"pid {pid}; daemon off;"]
-    url = f"http://127.0.0.1:{port}"
-    with running_command(
-        command, url, "/gateway/healthz", folder / "nginx.log", timeout=30, stop_signal=signal.SIGQUIT
-    ) as nginx:
-        yield nginx.url
-
-
 @pytest.fixture
 def replicas(http_target) -> Iterator[list[Replica]]:
     pair = [Replica("replica-a"), Replica("replica-b")]
@@ -139,7 +94,7 @@ def replicas(http_target) -> Iterator[list[Replica]]:
 
 @pytest.fixture
 def gateway(tmp_path: Path, replicas: list[Replica]) -> Iterator[str]:
-    with gateway_running(tmp_path, replicas) as url:
+    with gateway_running(tmp_path, [r.port for r in replicas]) as url:
         yield url
 
 
@@ -189,7 +144,7 @@ def test_without_the_header_the_least_busy_replica_answers(gateway: str, replica
 def test_a_broken_hash_key_is_caught(tmp_path: Path, replicas: list[Replica]) -> None:
     """The stickiness check above fails on a copy that hashes on something other than the header."""
     with gateway_running(
-        tmp_path, replicas, lambda s: s.replace("hash $http_x_session_affinity", "hash $request_id")
+        tmp_path, [r.port for r in replicas], lambda s: s.replace("hash $http_x_session_affinity", "hash $request_id")
     ) as url:
         seen = replicas_per_session(url)
     assert any(len(names) > 1 for names in seen.values()), seen

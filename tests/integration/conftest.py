@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 
 from server.config import load_settings
 from server.prepare import resolve_checkpoint
+from tests.integration.cluster import CLUSTER, Cluster, ClusterLaunch
 from tests.integration.session import (
     API_KEYS,
     BATCH_MAX_ITEMS,
@@ -81,10 +82,11 @@ def session_server(config: pytest.Config) -> SessionServer:
     return config.stash[SESSION_SERVER]
 
 
-def needs(item: pytest.Item) -> list[Prelaunched]:
+def needs(item: pytest.Item) -> list[Prelaunched | ClusterLaunch]:
     """The prelaunched servers a test uses (by its fixtures, or the module that defines them)."""
-    found = [SMALL] if "small_server" in item.fixturenames else []
+    found: list[Prelaunched | ClusterLaunch] = [SMALL] if "small_server" in item.fixturenames else []
     found += [TWO_FRONT_ENDS] if item.path.name == "test_api_processes.py" and "server" in item.fixturenames else []
+    found += [CLUSTER] if "cluster" in item.fixturenames else []
     return found + ([LLAMA3] if "llama3" in item.fixturenames else [])
 
 
@@ -107,7 +109,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if SESSION_SERVER in session.config.stash:  # launched, though perhaps no test got to use it
         session.config.stash[SESSION_SERVER].stop()
-    for server in (SMALL, TWO_FRONT_ENDS, LLAMA3):
+    for server in (SMALL, TWO_FRONT_ENDS, LLAMA3, CLUSTER):
         server.stop()
 
 
@@ -133,6 +135,12 @@ def small_server(tmp_path_factory) -> RunningServer:
     Started before its first test, and again if a test stopped it (tests/integration/test_reliability.py
     drains it last)."""
     return SMALL.ready(tmp_path_factory)
+
+
+@pytest.fixture
+def cluster(tmp_path_factory) -> Cluster:
+    """Three replicas sharing Postgres and Redis behind the nginx gateway (tests/integration/cluster.py)."""
+    return CLUSTER.ready(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
