@@ -201,6 +201,14 @@ function addMessage(role, content) {
   return text;
 }
 
+// The list follows a streaming answer while its end is in view; a reader who scrolled up stays put.
+function appendToAnswer(output, text) {
+  const list = $("messages");
+  const following = output.getBoundingClientRect().bottom <= list.getBoundingClientRect().bottom + 1;
+  output.textContent += text;
+  if (following) list.scrollTop = list.scrollHeight;
+}
+
 function setBusy(busy) {
   $("send").disabled = busy;
   $("stop").disabled = !busy;
@@ -241,7 +249,7 @@ async function send(event) {
       if (event.errors && event.errors.length) throw serverError(event, 500);
       if (event.response) {
         if (firstToken === null) firstToken = performance.now();
-        output.textContent += event.response;
+        appendToAnswer(output, event.response);
       }
       if (event.tool_calls && event.tool_calls.length) {
         showToolCalls(output, event.tool_calls);

@@ -178,6 +178,33 @@ def test_usable_at_phone_width(browser, server):
     context.close()
 
 
+def assert_in_view(page, selector: str):
+    box = page.locator(selector).bounding_box()
+    width, height = page.evaluate("[window.innerWidth, window.innerHeight]")
+    inside = box and box["x"] >= 0 and box["y"] >= 0
+    inside = inside and box["x"] + box["width"] <= width and box["y"] + box["height"] <= height
+    assert inside, f"{selector} at {box} is outside the {width}x{height} window"
+
+
+@pytest.mark.parametrize("width, height", [(1400, 1000), (1400, 700), (1024, 600)])
+def test_the_message_box_stays_in_view(browser, server, width, height):
+    """However many sampling fields the model publishes, a newcomer sees where to type without scrolling."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    open_playground(page, server.base_url, API_KEYS[0])
+    page.locator("#sampling-max_tokens").wait_for()  # the model's schema has arrived
+    assert_in_view(page, "#input")
+    assert_in_view(page, "#send")
+    set_field(page, "max_tokens", 16)
+    page.fill("#input", "What is the capital of France?")
+    page.click("#send")
+    wait_until_idle(page)
+    assert assistant_messages(page).last.inner_text().strip()
+    for selector in ("#messages li.assistant >> nth=-1", "#input", "#send"):
+        assert_in_view(page, selector)
+    context.close()
+
+
 def test_switching_to_an_adapter_changes_the_answer(page, meow):
     expect(page.locator("#adapter-row")).to_be_visible()
     page.select_option("#adapter", meow["name"])
