@@ -81,8 +81,9 @@ class ClusterLaunch:
         database_url = postgres.new_database()
         config = text_only_config(
             folder,
-            model={"lora": {"enabled": True, "max_upload_bytes": UPLOAD_LIMIT}},
-            engine={"kv_cache_gib": 0.5, "max_num_seqs": 8},
+            # A short context and a small KV cache: three engines beside the suite's other servers.
+            model={"lora": {"enabled": True, "max_upload_bytes": UPLOAD_LIMIT}, "context_window": 4064},
+            engine={"kv_cache_gib": 0.25, "max_num_seqs": 8, "max_model_len": 4096},
             keys=[THIRTY_A_MINUTE, TWO_AT_ONCE, FIVE_A_MINUTE],
             cluster={"lease_s": LEASE_S, "finetune_sync_s": SYNC_S},
             batch={"concurrency": 2},
@@ -103,7 +104,8 @@ class ClusterLaunch:
         if self.cluster is not None:
             for replica in self.cluster.replicas.values():
                 replica.stop()
-        self._stack.close()
+        self._stack.close()  # the gateway, then the stores
+        self.cluster, self._stack = None, ExitStack()
 
 
 CLUSTER = ClusterLaunch()

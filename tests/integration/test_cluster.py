@@ -17,9 +17,10 @@ from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 from server.serving.shared_finetunes import shared_copies_dir
-from tests.integration.cluster import FIVE_A_MINUTE, KEY, SYNC_S, THIRTY_A_MINUTE, TWO_AT_ONCE, Cluster
+from tests.integration.cluster import CLUSTER, FIVE_A_MINUTE, KEY, SYNC_S, THIRTY_A_MINUTE, TWO_AT_ONCE, Cluster
 from tests.integration.session import finetunes_url, upload_finetune
 from tests.support.envelopes import openai_error, result, workers_ai_error
 from tests.support.metrics import scrape
@@ -32,6 +33,13 @@ GREEDY = {"temperature": 0, "max_tokens": 12}
 STORE_DOWN = 3048
 # A raw prompt at high temperature almost never samples end-of-sequence (as tests/integration/test_disconnect.py).
 ENDLESS = {"prompt": "Once upon a time", "raw": True, "temperature": 2, "max_tokens": 4000, "seed": 1}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster_stopped_after_these_tests() -> Iterator[None]:
+    """The three replicas' memory back once this module is done, not at the end of the run."""
+    yield
+    CLUSTER.stop()
 
 
 def client(replica: RunningServer | str, key: str = KEY, timeout: float = 120) -> httpx.Client:
