@@ -67,6 +67,9 @@ class Pricing(BaseModel):
     usd_per_m_output_tokens: float = Field(ge=0)
     neurons_per_m_input_tokens: float = Field(ge=0)
     neurons_per_m_output_tokens: float = Field(ge=0)
+    # Prompt tokens the prefix cache served; None: the input price.
+    usd_per_m_cached_input_tokens: float | None = Field(None, ge=0)
+    neurons_per_m_cached_input_tokens: float | None = Field(None, ge=0)
 
 
 class LoraConfig(BaseModel):

@@ -111,9 +111,11 @@ class RequestRecord:
         if self.queue_seconds is None and delta.queue_seconds is not None:
             self.queue_seconds = delta.queue_seconds
             metrics.REQUEST_QUEUE.labels(self.model, self.lora).observe(delta.queue_seconds)
-        new_prompt = 0
+        new_prompt = cached = 0
         if not self.prompt_tokens and delta.prompt_tokens:
+            # The engine knows the cache hits once the prompt is read, by the first delta.
             self.prompt_tokens = new_prompt = delta.prompt_tokens
+            cached = delta.cached_tokens
         new_tokens = delta.completion_tokens - self.completion_tokens.get(delta.index, 0)
         if new_tokens > 0:
             self.completion_tokens[delta.index] = delta.completion_tokens
@@ -121,12 +123,12 @@ class RequestRecord:
                 self.first_token_at = now
                 metrics.TIME_TO_FIRST_TOKEN.labels(self.model, self.lora).observe(now - self.started)
             self.last_token_at = now
-        self._count(new_prompt, max(new_tokens, 0))
+        self._count(new_prompt, max(new_tokens, 0), cached)
         if self.log_prompts and delta.text:
             self.output[delta.index] = self.output.get(delta.index, "") + delta.text
 
-    def _count(self, prompt_tokens: int, completion_tokens: int) -> None:
-        count_tokens(self.model, self.lora, self.pricing, prompt_tokens, completion_tokens)
+    def _count(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> None:
+        count_tokens(self.model, self.lora, self.pricing, prompt_tokens, completion_tokens, cached_tokens)
 
     def code(self, answered: bool) -> str:
         """The outcome's Workers AI code: the error's, 3008 if the client left first, else none."""
@@ -196,21 +198,39 @@ class RequestRecord:
         return line
 
 
-def count_tokens(model: str, lora: str, price: Pricing | None, prompt_tokens: int, completion_tokens: int) -> None:
-    """Tokens processed, and what they would have cost hosted: for requests and batch items alike."""
+def count_tokens(
+    model: str, lora: str, price: Pricing | None, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+) -> None:
+    """Tokens processed, and what they would have cost hosted: for requests and batch items alike.
+    `cached_tokens`, the prompt tokens the prefix cache served, are part of `prompt_tokens`."""
     prompt, generation, cost, neurons = _token_counters(model, lora)
     if prompt_tokens:
         prompt.inc(prompt_tokens)
     if completion_tokens:
         generation.inc(completion_tokens)
     if price is not None and (prompt_tokens or completion_tokens):
+        fresh = prompt_tokens - cached_tokens
         cost.inc(
-            (prompt_tokens * price.usd_per_m_input_tokens + completion_tokens * price.usd_per_m_output_tokens) / 1e6
+            _per_m(fresh, price.usd_per_m_input_tokens)
+            + _per_m(cached_tokens, _or_input(price.usd_per_m_cached_input_tokens, price.usd_per_m_input_tokens))
+            + _per_m(completion_tokens, price.usd_per_m_output_tokens)
         )
         neurons.inc(
-            (prompt_tokens * price.neurons_per_m_input_tokens + completion_tokens * price.neurons_per_m_output_tokens)
-            / 1e6
+            _per_m(fresh, price.neurons_per_m_input_tokens)
+            + _per_m(
+                cached_tokens, _or_input(price.neurons_per_m_cached_input_tokens, price.neurons_per_m_input_tokens)
+            )
+            + _per_m(completion_tokens, price.neurons_per_m_output_tokens)
         )
+
+
+def _per_m(tokens: int, per_million: float) -> float:
+    return tokens * per_million / 1e6
+
+
+def _or_input(cached_price: float | None, input_price: float) -> float:
+    """Cached prompt tokens cost the input price unless the config gives their own."""
+    return input_price if cached_price is None else cached_price
 
 
 @functools.lru_cache(maxsize=4096)

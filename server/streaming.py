@@ -88,10 +88,11 @@ async def workers_ai_events(deltas: AsyncIterator[TextDelta], config: StreamingC
     `[DONE]` is sent even after an error, since clients treat a stream without it as truncated.
     """
     pad = padding_for(config) if config.padding else None
-    prompt_tokens = completion_tokens = 0
+    prompt_tokens = completion_tokens = cached_tokens = 0
     try:
         async for delta in deltas:
             prompt_tokens, completion_tokens = delta.prompt_tokens, delta.completion_tokens
+            cached_tokens = delta.cached_tokens
             if delta.text:
                 text = json_bytes(delta.text)
                 yield b'data: {"response":' + text + (pad.ending() if pad is not None else b"}\n\n")
@@ -99,7 +100,7 @@ async def workers_ai_events(deltas: AsyncIterator[TextDelta], config: StreamingC
                 # A call is sent whole once made (its arguments object parsed and checked).
                 yield sse({"response": "", "tool_calls": workers_ai_calls(delta.calls)})
         yield sse({"response": ""})
-        yield sse({"response": "", "usage": workers_ai.run_usage(prompt_tokens, completion_tokens)})
+        yield sse({"response": "", "usage": workers_ai.run_usage(prompt_tokens, completion_tokens, cached_tokens)})
     except errors.WaiError as error:
         yield sse({"response": "", **workers_ai.failure(error)})
     except Exception:

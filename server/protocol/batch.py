@@ -98,15 +98,21 @@ def done(request_id: str, model: str, responses: list[dict[str, Any]]) -> dict[s
     usages = [response["result"]["usage"] for response in responses if response["success"]]
     prompt = sum(usage["prompt_tokens"] for usage in usages)
     completion = sum(usage["completion_tokens"] for usage in usages)
+    cached = sum(_cached_tokens(usage) for usage in usages)
     return workers_ai.success(
         {
             "status": "done",
             "request_id": request_id,
             "model": model,
             "responses": responses,
-            "usage": workers_ai.run_usage(prompt, completion),
+            "usage": workers_ai.run_usage(prompt, completion, cached),
         }
     )
+
+
+def _cached_tokens(usage: dict[str, Any]) -> int:
+    """An answer's cached prompt tokens; none in answers kept before usage reported them."""
+    return usage.get("prompt_tokens_details", {}).get("cached_tokens", 0)
 
 
 def item_success(index: int, result: dict[str, Any], reference: str | None) -> dict[str, Any]:

@@ -83,6 +83,12 @@ _USAGE = {
         "prompt_tokens": {"type": "number"},
         "completion_tokens": {"type": "number"},
         "total_tokens": {"type": "number"},
+        "prompt_tokens_details": {
+            "type": "object",
+            "properties": {
+                "cached_tokens": {"type": "number", "description": "Prompt tokens served from the prefix cache."}
+            },
+        },
     },
 }
 
@@ -244,7 +250,7 @@ def text_result(completion: Completion, json_mode: bool) -> dict[str, Any]:
     return {
         "response": json_response(text) if json_mode else text,
         "tool_calls": workers_ai_calls(choice.tool_calls),
-        "usage": run_usage(completion.prompt_tokens, completion.completion_tokens),
+        "usage": run_usage(completion.prompt_tokens, completion.completion_tokens, completion.cached_tokens),
     }
 
 
@@ -264,10 +270,12 @@ def failure(error: errors.WaiError) -> dict[str, Any]:
     return {"result": {}, "success": False, "errors": [{"code": error.code, "message": error.message}], "messages": []}
 
 
-def run_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    """Workers AI's `usage`: the three counts, no details."""
+def run_usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
+    """Workers AI's `usage`: the three counts and, in `prompt_tokens_details` as the hosted service
+    sends it, the prompt tokens vLLM's prefix cache served."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }

@@ -72,7 +72,13 @@ def test_a_batch_is_queued_at_once_and_answers_each_request_in_order(client, ser
     assert 1 <= fruit["usage"]["completion_tokens"] <= 8
     assert set(json_object["response"]) >= {"name", "age"}  # JSON mode, parsed as on the run endpoint
     totals = [sum(r["result"]["usage"][kind] for r in responses) for kind in ("prompt_tokens", "completion_tokens")]
-    assert done["usage"] == {"prompt_tokens": totals[0], "completion_tokens": totals[1], "total_tokens": sum(totals)}
+    cached = sum(r["result"]["usage"]["prompt_tokens_details"]["cached_tokens"] for r in responses)
+    assert done["usage"] == {
+        "prompt_tokens": totals[0],
+        "completion_tokens": totals[1],
+        "total_tokens": sum(totals),
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
 
 
 def test_a_request_that_fails_running_fails_alone_and_an_invalid_one_refuses_the_batch(client, server):

@@ -236,3 +236,25 @@ def test_json_mode_streams(client, server):
         )
     )
     jsonschema.validate(json.loads("".join(event["response"] for event in parsed[:-2])), PERSON)
+
+
+# The prefix cache -----------------------------------------------------------------------------
+
+# Many times the engine's KV block (128 tokens on the CPU backend, 16 on a GPU): vLLM caches whole blocks.
+LONG_TEXT = " ".join(f"Lighthouse {n} stands on rock {n * 7} and is painted in {n % 5 + 2} stripes." for n in range(30))
+
+
+def test_a_repeated_prompt_reports_the_cached_tokens_on_the_run_endpoint_and_chat(client, server):
+    # A fresh start, so the first answer's hits can only be the chat template's common beginning.
+    ask = [{"role": "user", "content": f"{uuid.uuid4()} {LONG_TEXT} Which has the most stripes?"}]
+    body = {"messages": ask, "max_tokens": 2}
+    first = result(run(client, server, body))["usage"]
+    assert first["prompt_tokens"] > 3 * 128
+    again = result(run(client, server, body))["usage"]
+    assert first["prompt_tokens_details"]["cached_tokens"] < again["prompt_tokens_details"]["cached_tokens"]
+    assert again["prompt_tokens_details"]["cached_tokens"] < again["prompt_tokens"]
+    streamed = json_events(stream(client, server, body))[-1]["usage"]
+    assert streamed["prompt_tokens_details"] == again["prompt_tokens_details"]
+    chat = client.post("/v1/chat/completions", json={"model": STAND_IN, **body})
+    assert chat.status_code == 200, chat.text
+    assert chat.json()["usage"]["prompt_tokens_details"] == again["prompt_tokens_details"]

@@ -71,6 +71,15 @@ def test_a_batch_answers_at_once_and_each_item_in_order_with_its_reference(clien
     assert result(poll(client, request_id)) == done  # results stay until they expire
 
 
+def test_each_answer_and_the_jobs_usage_carry_the_cached_prompt_tokens(client, engine):
+    engine.cached_tokens = 2
+    done = until_done(client, submitted(client, [{"prompt": "one"}, {"prompt": "two"}]))
+    assert [response["result"]["usage"]["prompt_tokens_details"] for response in done["responses"]] == [
+        {"cached_tokens": 2}
+    ] * 2
+    assert done["usage"]["prompt_tokens_details"] == {"cached_tokens": 4}
+
+
 def test_queue_request_in_the_options_and_a_stand_in_name(client):
     response = client.post(run_path(STAND_IN), json={"requests": [{"prompt": "hi"}], "options": {"queueRequest": True}})
     request_id = result(response)["request_id"]

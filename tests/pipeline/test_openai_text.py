@@ -12,12 +12,12 @@ ANSWER = "Paris is the capital of France."
 WORDS = ["Paris", " is", " the", " capital", " of", " France."]
 
 
-def openai_usage(prompt_tokens: int, completion_tokens: int) -> dict:
+def openai_usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }
 
 
@@ -66,6 +66,15 @@ def test_chat_stream_include_usage(client, engine):
     assert len(content) == 6 and all(chunk["usage"] is None for chunk in content)
     assert "".join(chunk["choices"][0]["delta"]["content"] for chunk in content) == ANSWER
     assert last["choices"] == [] and last["usage"] == openai_usage(5, 6)
+
+
+def test_chat_usage_and_the_stream_usage_chunk_report_cached_prompt_tokens(client, engine):
+    engine.cached_tokens = 4
+    assert openai_body(chat(client))["usage"] == openai_usage(5, 6, cached_tokens=4)
+    _, chunks = stream_events(
+        client, CHAT, {"model": TEXT_MODEL, "messages": QUESTION, "stream_options": {"include_usage": True}}
+    )
+    assert chunks[-1]["usage"] == openai_usage(5, 6, cached_tokens=4)
 
 
 def test_completion_is_a_raw_prompt(client, engine):

@@ -65,3 +65,10 @@ def test_stream_and_sync_answers_agree(client, engine):
     _, parsed = stream_events(client, run_path(), {"prompt": "Count"})
     assert "".join(event["response"] for event in parsed[:-2]) == sync["response"] == "one two three"
     assert parsed[-1]["usage"] == sync["usage"]
+
+
+def test_usage_reports_the_prompt_tokens_the_prefix_cache_served(client, engine):
+    engine.cached_tokens = 4
+    assert result(run(client, {"messages": QUESTION}))["usage"] == usage(5, 6, cached_tokens=4)
+    _, parsed = stream_events(client, run_path(), {"messages": QUESTION})
+    assert parsed[-1] == {"response": "", "usage": usage(5, 6, cached_tokens=4)}

@@ -83,6 +83,11 @@ def test_a_stream_is_the_run_endpoints_event_stream(client):
     assert empty == {"response": ""} and last == {"response": "", "usage": usage(5, 6)}
 
 
+def test_usage_carries_the_cached_prompt_tokens(client, engine):
+    engine.cached_tokens = 4
+    assert bare(call(client, {"prompt": "Capital of France?"}))["usage"] == usage(5, 6, cached_tokens=4)
+
+
 def test_embeddings_get_the_bare_result(client):
     result = bare(call(client, {"text": ["a cat", "a dog"]}, model=EMBEDDING_MODEL))
     assert result["shape"][0] == 2 and result["pooling"] == "mean"

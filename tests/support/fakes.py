@@ -156,6 +156,7 @@ class FakeTextEngine(FakeEngine):
         self.chat_template = chat_template
         self.script: Sequence[str] = DEFAULT_SCRIPT
         self.delay = 0.0
+        self.cached_tokens = 0  # prompt tokens every answer says the prefix cache served
         self.aborted: list[str] = []  # closed or cancelled before they finished
         self.priorities: list[int] = []  # each request's engine priority, in order
         self.finished: list[str] = []
@@ -167,6 +168,7 @@ class FakeTextEngine(FakeEngine):
         super().reset()
         self.script = DEFAULT_SCRIPT
         self.delay = 0.0
+        self.cached_tokens = 0
         self.aborted.clear()
         self.finished.clear()
         self.priorities.clear()
@@ -203,6 +205,7 @@ class FakeTextEngine(FakeEngine):
                         prompt_tokens=len(prompt_token_ids),
                         completion_tokens=step + 1,
                         finish_reason=finish_reason if step == steps - 1 else None,
+                        cached_tokens=self.cached_tokens,
                     )
         except (GeneratorExit, asyncio.CancelledError):
             self.aborted.append(request_id)

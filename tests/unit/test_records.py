@@ -31,10 +31,17 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def deltas(*completion_counts: int, prompt: int = 10, text: str = "x", queue: float | None = 0.5):
+def deltas(*completion_counts: int, prompt: int = 10, text: str = "x", queue: float | None = 0.5, cached: int = 0):
     async def generate():
         for count in completion_counts:
-            yield TextDelta(index=0, text=text, prompt_tokens=prompt, completion_tokens=count, queue_seconds=queue)
+            yield TextDelta(
+                index=0,
+                text=text,
+                prompt_tokens=prompt,
+                completion_tokens=count,
+                queue_seconds=queue,
+                cached_tokens=cached,
+            )
 
     return generate()
 
@@ -58,6 +65,34 @@ def test_tokens_and_cost_are_counted_once_per_token():
     assert sample("wai_requests_in_flight", model="unit/tokens") == 1
     record.finish(200, answered=True)
     assert sample("wai_requests_in_flight", model="unit/tokens") == 0
+
+
+def test_cached_prompt_tokens_cost_the_cached_input_price():
+    cheaper = PRICING.model_copy(
+        update={"usd_per_m_cached_input_tokens": 0.1, "neurons_per_m_cached_input_tokens": 9000}
+    )
+    record = RequestRecord("workers_ai")
+    record.serve(model("unit/cached", pricing=cheaper))
+    run(record, deltas(1, 2, 4, prompt=10, cached=6))
+    assert sample("wai_prompt_tokens_total", model="unit/cached", lora="none") == 10
+    assert sample("wai_workers_ai_cost_usd_total", model="unit/cached") == pytest.approx(
+        (4 * 0.28 + 6 * 0.1 + 4 * 0.83) / 1e6
+    )
+    assert sample("wai_workers_ai_neurons_total", model="unit/cached") == pytest.approx(
+        (4 * 25608 + 6 * 9000 + 4 * 75147) / 1e6
+    )
+
+
+def test_without_a_cached_price_cached_prompt_tokens_cost_the_input_price():
+    record = RequestRecord("workers_ai")
+    record.serve(model("unit/cached-unpriced"))
+    run(record, deltas(1, 2, 4, prompt=10, cached=6))
+    assert sample("wai_workers_ai_cost_usd_total", model="unit/cached-unpriced") == pytest.approx(
+        (10 * 0.28 + 4 * 0.83) / 1e6
+    )
+    assert sample("wai_workers_ai_neurons_total", model="unit/cached-unpriced") == pytest.approx(
+        (10 * 25608 + 4 * 75147) / 1e6
+    )
 
 
 def test_finish_counts_once_and_later_deltas_are_ignored():

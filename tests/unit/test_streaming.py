@@ -27,7 +27,8 @@ def test_event_sequence_without_padding():
         b'data: {"response":"Hel"}\n\n'
         b'data: {"response":"lo"}\n\n'
         b'data: {"response":""}\n\n'
-        b'data: {"response":"","usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}\n\n'
+        b'data: {"response":"","usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,'
+        b'"prompt_tokens_details":{"cached_tokens":0}}}\n\n'
         b"data: [DONE]\n\n"
     )
 
