@@ -90,6 +90,18 @@ def needs(item: pytest.Item) -> list[Prelaunched | ClusterLaunch]:
     return found + ([LLAMA3] if "llama3" in item.fixturenames else [])
 
 
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The cluster test first in this tier: its three replicas, started early, are stopped once it is
+    done (tests/integration/test_cluster.py), before the modules that start servers of their own."""
+    here = Path(__file__).parent
+    mine = [i for i, item in enumerate(items) if item.path.is_relative_to(here)]
+    if not mine:
+        return
+    tier = items[mine[0] : mine[-1] + 1]
+    tier.sort(key=lambda item: item.path.name != "test_cluster.py")  # stable: the rest keep their order
+    items[mine[0] : mine[-1] + 1] = tier
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the session server at once if this tier's selected tests use it (its two engines take the
     longest, and the first of this tier's tests need it), and ask for the other servers they use to start

@@ -32,12 +32,13 @@ SMALL_KEYS = [
 
 def launch_small(folder: Path) -> RunningServer:
     """The text model alone with LoRA off, two running slots (max_num_seqs 2) and four waiting places,
-    so that a flood is cheap on a CPU, and the keys of SMALL_KEYS besides "small-key"."""
+    so that a flood is cheap on a CPU, a KV cache of half a GiB (ample for two at a time: the memory
+    goes to the suite's other servers), and the keys of SMALL_KEYS besides "small-key"."""
     model = {"lora": {"enabled": False}, "queue": {"max_waiting_requests": 4}}
     config = text_only_config(
         folder,
         model=model,
-        engine={"max_num_seqs": 2},
+        engine={"max_num_seqs": 2, "kv_cache_gib": 0.5},
         limits={"drain_timeout_s": SMALL_DRAIN_TIMEOUT_S},
         keys=SMALL_KEYS,
     )
