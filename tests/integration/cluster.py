@@ -5,12 +5,15 @@ The stores are private servers on loopback (tests/support/stores.py); each repli
 own adapter folder (its local copy of the fine-tunes) and the same config, except that replica C refuses
 limited keys while Redis is down (`cluster.key_limits_without_redis: closed`) where A and B hold their
 limits alone. Started once the early commands have run (conftest.py), so that the three engines' starts
-overlap the tiers before.
+overlap the tiers before; the integration tier runs this test first, and the other servers start once
+it is done (conftest.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,12 +57,18 @@ class Cluster:
 
 
 class ClusterLaunch:
-    """Launch (once) and stop the cluster; the same interface as servers.Prelaunched."""
+    """Launch (once) and stop the cluster; the same interface as servers.Prelaunched. What `after_stop`
+    was given starts once the cluster stopped: the suite's other servers, whose memory together with the
+    three replicas' is more than a small machine has."""
 
     def __init__(self) -> None:
         self.cluster: Cluster | None = None
         self._stack = ExitStack()
         self._lock = threading.Lock()
+        self._after_stop: list[Callable[[], object]] = []
+
+    def after_stop(self, starts: list[Callable[[], object]]) -> None:
+        self._after_stop += starts
 
     def launch(self, folders: pytest.TempPathFactory) -> Cluster:
         with self._lock:
@@ -106,6 +115,14 @@ class ClusterLaunch:
                 replica.stop()
         self._stack.close()  # the gateway, then the stores
         self.cluster, self._stack = None, ExitStack()
+        starts, self._after_stop = self._after_stop, []
+        threading.Thread(target=start_each, args=(starts,), name="after-cluster", daemon=True).start()
+
+
+def start_each(starts: list[Callable[[], object]]) -> None:
+    for start in starts:
+        with contextlib.suppress(Exception):  # its fixture starts it again, and says why it fails
+            start()
 
 
 CLUSTER = ClusterLaunch()

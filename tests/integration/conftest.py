@@ -106,7 +106,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the session server at once if this tier's selected tests use it (its two engines take the
     longest, and the first of this tier's tests need it), and ask for the other servers they use to start
     once the early commands have run (tests/support/early.py). Their start-ups then overlap the tiers that
-    run before this one."""
+    run before this one. With the cluster test selected, its replicas start then, alone, and the others
+    once that test is done (tests/integration/cluster.py)."""
     if session.config.option.collectonly:
         return
     here = Path(__file__).parent
@@ -114,8 +115,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if any("server" in item.fixturenames and item.path.name != "test_api_processes.py" for item in mine):
         session_server(session.config).launch()
     folders = session.config._tmp_path_factory
-    for server in dict.fromkeys(found for item in mine for found in needs(item)):
-        after_early_commands(functools.partial(server.launch, folders))
+    servers = dict.fromkeys(found for item in mine for found in needs(item))
+    starts = [functools.partial(server.launch, folders) for server in servers if server is not CLUSTER]
+    if CLUSTER in servers:  # the cluster first, alone; the others once its test stopped it
+        after_early_commands(functools.partial(CLUSTER.launch, folders))
+        CLUSTER.after_stop(starts)
+        return
+    for start in starts:
+        after_early_commands(start)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
