@@ -59,6 +59,9 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+RECONNECT_WITHIN_S = 4.0
+
+
 class Database:
     def __init__(self, url: str, timeout_s: float, max_connections: int = 8):
         self.timeout_s = timeout_s
@@ -70,6 +73,10 @@ class Database:
             max_size=max_connections,
             open=False,
             timeout=timeout_s,
+            # A connection that cannot be made is retried with a doubling delay until this long has
+            # passed; then the next request starts afresh. Unbounded, the delay after an outage of
+            # minutes would keep a replica away from a database that is back for as long again.
+            reconnect_timeout=RECONNECT_WITHIN_S,
             check=AsyncConnectionPool.check_connection,
             kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout_s))},
             name="wai",
