@@ -13,7 +13,20 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from server import metrics
-from server.api import anthropic, binding, finetunes, openai, openapi, ops, playground, responses, workers_ai
+from server.api import (
+    anthropic,
+    binding,
+    finetunes,
+    gateway_logs,
+    gateway_urls,
+    gateways,
+    openai,
+    openapi,
+    ops,
+    playground,
+    responses,
+    workers_ai,
+)
 from server.api import errors as api_errors
 from server.api.connections import ErrorsEndWithTheirAnswer
 from server.api.middleware import RecordRequests
@@ -25,8 +38,12 @@ from server.lifecycle import Lifecycle
 from server.prepare import resolve_checkpoint
 from server.serving.embeddings import EmbeddingService
 from server.serving.finetunes import build_finetunes
+from server.serving.gateway_limits import build_gateway_limits
+from server.serving.gateway_logs import build_log_store
+from server.serving.gateways import build_gateways
 from server.serving.lora_checks import BaseModelShapes, BaseModelUnreadable, read_base_model_shapes
 from server.serving.registry import ModelRegistry, Service
+from server.serving.response_cache import build_response_cache
 from server.serving.response_store import response_store
 from server.serving.text import TextService
 from server.stores.postgres import Database
@@ -177,6 +194,10 @@ def create_app(settings: Settings, engines: Engines | None = None, front_end: Fr
     app.state.stores = stores
     app.state.responses = response_store(settings, stores.database)
     app.state.keys = KeyRing(settings, stores.redis)
+    app.state.gateways = build_gateways(settings, stores.database)
+    app.state.gateway_logs = build_log_store(settings, stores.database)
+    app.state.response_cache = build_response_cache(settings, stores.redis)
+    app.state.gateway_limits = build_gateway_limits(settings, stores.redis)
     api_errors.install(app)
     app.add_middleware(
         RecordRequests,
@@ -186,12 +207,17 @@ def create_app(settings: Settings, engines: Engines | None = None, front_end: Fr
     )
     app.include_router(ops.router)
     app.include_router(binding.router)  # before the run route, whose {model:path} would take `run/proxy`
+    app.include_router(gateways.router)
+    app.include_router(gateways.binding_router)
+    app.include_router(gateway_logs.router)
+    app.include_router(gateway_logs.binding_router)
     app.include_router(workers_ai.router)
     app.include_router(openai.router)
     app.include_router(anthropic.router)
     app.include_router(responses.router)
     app.include_router(finetunes.router)
     app.include_router(playground.router)
+    app.include_router(gateway_urls.router)  # last: its /v1/{account}/{gateway} would take OpenAI's two-part paths
     playground.mount_assets(app)
     openapi.install(app)  # /openapi.json: valid, with every request body (server/api/openapi.py)
     return app

@@ -220,6 +220,39 @@ class ClusterConfig(BaseModel):
     store_timeout_s: float = Field(2, gt=0)
 
 
+class GatewayConfig(BaseModel):
+    """A gateway declared in the config file: served from the start, read-only through the gateways
+    API (docs/compatibility.md, "AI Gateway"). The fields are Cloudflare's gateway settings."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+(?:-[a-z0-9_]+)*$")
+    cache_ttl: int | None = Field(None, ge=0, description="seconds; 0 or none: answers are not cached")
+    cache_invalidate_on_update: bool = False
+    collect_logs: bool = True
+    rate_limiting_interval: int | None = Field(None, ge=0, description="the window, in seconds")
+    rate_limiting_limit: int | None = Field(None, ge=0, description="requests per window")
+    rate_limiting_technique: Literal["fixed", "sliding"] | None = None
+    retry_max_attempts: int | None = Field(None, ge=1, le=5)
+    retry_delay: int | None = Field(None, ge=0, le=5000, description="milliseconds")
+    retry_backoff: Literal["constant", "linear", "exponential"] | None = None
+    log_management: int | None = Field(None, ge=10_000, le=10_000_000, description="logs kept at most")
+    log_management_strategy: Literal["STOP_INSERTING", "DELETE_OLDEST"] | None = None
+
+
+class GatewaysConfig(BaseModel):
+    """The AI Gateway layer: its response cache and its logs (docs/compatibility.md, "AI Gateway")."""
+
+    cache_max_bytes: int = Field(256 * 1024 * 1024, ge=0, description="the in-process cache's bound; 0: no cache")
+    max_cached_answer_bytes: int = Field(25 * 1024 * 1024, ge=1, description="larger answers are not cached")
+    logs_max_per_gateway: int = Field(
+        100_000, ge=1, description="a gateway's logs kept at most (its log_management lowers it)"
+    )
+    logs_retention_s: float = Field(30 * 86400, gt=0, description="logs older than this are dropped")
+    max_logged_body_bytes: int = Field(
+        1024 * 1024, ge=0, description="a request or response body longer than this is logged cut to it"
+    )
+    declared: list[GatewayConfig] = Field(default_factory=list)
+
+
 Scope = Literal["models", "finetunes"]
 ALL_SCOPES: list[Scope] = ["models", "finetunes"]
 
@@ -235,7 +268,8 @@ class KeyConfig(BaseModel):
     max_concurrent: int | None = Field(None, ge=1)
     scopes: list[Scope] = Field(
         default_factory=lambda: list(ALL_SCOPES),
-        description="models: run, OpenAI and catalog endpoints; finetunes: the fine-tune management API",
+        description="models: run, OpenAI, catalog and AI Gateway request endpoints;"
+        " finetunes: the fine-tune API and the AI Gateway gateways and logs APIs",
     )
 
     @model_validator(mode="after")
@@ -273,6 +307,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, pattern=r"^postgres(ql)?://")
     redis_url: str | None = Field(None, pattern=r"^rediss?://")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    gateways: GatewaysConfig = Field(default_factory=GatewaysConfig)
     # Put prompt and output text in the per-request log line. Off by default: prompts are user data.
     log_prompts: bool = False
     models: list[ModelConfig] = Field(default_factory=list)

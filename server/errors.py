@@ -24,9 +24,20 @@ class WaiError(Exception):
     openai_status: int | None = None
     openai_code: str | None = None
     openai_message: str | None = None
+    # The AI Gateway's own refusals (its rate limit, its authorization) are written in its
+    # `AiGatewayError` shape whatever the route (protocol/gateway.py).
+    from_gateway: bool = False
+    # Where in the body a gateway object's field failed validation (the gateways API's `path`).
+    where: tuple[str | int, ...] | None = None
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
+
+    @property
+    def retryable(self) -> bool:
+        """The engine's overload and restarts, which a gateway's next attempt may find gone; never
+        the caller's own mistakes or limits."""
+        return self.code == 3040 and self.openai_type == "server_error"
 
 
 AI_PREFIX = "AiError: "
@@ -245,6 +256,57 @@ def store_unavailable(what: str) -> WaiError:
         openai_type="server_error",
         headers={"Retry-After": "5"},
     )
+
+
+def gateway_not_found() -> WaiError:
+    # A gateway (or one of its logs) that is neither declared nor stored.
+    return WaiError(404, 7002, "Not Found", openai_type="not_found_error")
+
+
+def gateway_input_invalid(message: str, where: tuple[str | int, ...]) -> WaiError:
+    # A gateway object or a logs query that does not validate; `where` is the field's path from where
+    # it was sent ("body" or "query"), and `message` says what is wrong with it (Workers AI's envelope
+    # carries it in `messages`, beside Cloudflare's fixed message).
+    return WaiError(400, 7001, "Input Validation Error", openai_message=message, where=where)
+
+
+def gateway_exists(gateway_id: str) -> WaiError:
+    # Not retried by Cloudflare's SDKs (which retry every 409): `x-should-retry: false`.
+    return WaiError(
+        409,
+        7003,
+        f"A gateway with id {gateway_id!r} already exists",
+        openai_type="conflict_error",
+        headers={"x-should-retry": "false"},
+    )
+
+
+def gateway_read_only(gateway_id: str) -> WaiError:
+    # Gateways declared in the config file change with the file, not through the API.
+    return WaiError(
+        400,
+        7001,
+        f"The gateway {gateway_id!r} is declared in the config file and cannot be changed through the API",
+        headers={"x-should-retry": "false"},
+    )
+
+
+def gateway_rate_limited(retry_after_s: int) -> WaiError:
+    # A gateway past its own rate limit (rate_limiting_limit per rate_limiting_interval).
+    return WaiError(
+        429,
+        2003,
+        "Rate limited",
+        openai_type="requests",
+        openai_code="rate_limit_exceeded",
+        headers={"Retry-After": str(retry_after_s)},
+        from_gateway=True,
+    )
+
+
+def gateway_unauthorized() -> WaiError:
+    # A gateway with `authentication: true` and no valid `cf-aig-authorization`.
+    return WaiError(401, 2009, "Unauthorized", openai_code="invalid_api_key", from_gateway=True)
 
 
 def internal_error() -> WaiError:

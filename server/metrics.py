@@ -17,6 +17,8 @@ Label values come only from the config, never from what a client sent:
 - `lora`: the adapter name the server resolved from its own store; `none` without an adapter.
 - `protocol`: `workers_ai`, `openai`, `responses` (OpenAI's Responses API) or `anthropic`, from the route
   that answered (`batch` for a batch item).
+- `gateway`: the id of an AI Gateway the server found among its own gateways (declared in the config
+  or made through the gateways API), never an id a request named that is not one.
 - `status`: the HTTP status sent; `code`: the Workers AI error code of the outcome (server/errors.py),
   `none` on success. A stream the client left after its 200 counts as status 200, code 3008.
 """
@@ -172,6 +174,30 @@ KEY_LIMITS_UNSHARED = Counter(
     "Limited keys' requests decided while Redis was unreachable (cluster.key_limits_without_redis):"
     " local (held by this replica alone) or refused.",
     ("outcome",),
+)
+GATEWAY_CACHE_LOOKUPS = Counter(
+    "wai_gateway_cache_lookups",
+    "AI Gateway cache lookups, by outcome: hit (answered from the cache) or miss (Redis unreachable included).",
+    ("gateway", "outcome"),
+)
+GATEWAY_CACHE_SERVED_BYTES = Counter(
+    "wai_gateway_cache_served_bytes",
+    "Bytes of answers served from the AI Gateway cache.",
+    ("gateway",),
+)
+GATEWAY_CACHE_BYTES = Gauge(
+    "wai_gateway_cache_bytes",
+    "Bytes the in-process AI Gateway cache holds (gateways.cache_max_bytes bounds them); 0 with redis_url.",
+    multiprocess_mode="livesum",  # each process keeps its own cache
+)
+GATEWAY_LIMITS_UNSHARED = Counter(
+    "wai_gateway_limits_unshared",
+    "Requests through a rate-limited AI Gateway counted in this replica alone while Redis was unreachable.",
+)
+GATEWAY_RETRIES = Counter(
+    "wai_gateway_retries",
+    "Attempts an AI Gateway made again after the engine's retryable error (cf-aig-max-attempts).",
+    ("gateway",),
 )
 STORES = ("postgres", "redis")
 BATCH_OUTCOMES = ("success", "error", "requeued")

@@ -48,6 +48,7 @@ class RequestRecord:
     lora: str = metrics.NO_LORA
     pricing: Pricing | None = None
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, those vLLM's prefix cache served
     completion_tokens: dict[int, int] = field(default_factory=dict)  # per choice
     first_token_at: float | None = None
     last_token_at: float | None = None
@@ -61,8 +62,12 @@ class RequestRecord:
 
     # --- what routes call -------------------------------------------------------------------
     def serve(self, model: ModelConfig) -> None:
-        """The request goes to `model`: from here on it counts under that model's name."""
-        assert not self.in_flight, "a request is recorded against one model"
+        """The request goes to `model`: from here on it counts under that model's name. A gateway's
+        next attempt serves it again, and a universal request's next step may serve another model."""
+        if self.in_flight:
+            if model.name == self.model:
+                return
+            metrics.IN_FLIGHT.labels(self.model).dec()
         self.model, self.pricing = model.name, model.pricing
         self.in_flight = True
         metrics.IN_FLIGHT.labels(self.model).inc()
@@ -80,6 +85,16 @@ class RequestRecord:
         """An embedding request read `prompt_tokens` and generated nothing."""
         self.prompt_tokens = prompt_tokens
         self._count(prompt_tokens, 0)
+
+    def next_attempt(self) -> None:
+        """A gateway tries again after a failed attempt: its error is not the outcome's."""
+        self.error = None
+
+    def cost_usd(self) -> float | None:
+        """What this request's tokens would have cost hosted; None when its model has no pricing."""
+        if self.pricing is None:
+            return None
+        return cost_usd(self.pricing, self.prompt_tokens, self.total_completion_tokens, self.cached_tokens)
 
     def fail(self, error: errors.WaiError) -> None:
         """The outcome's error; the first one wins (a later one is a consequence)."""
@@ -115,7 +130,7 @@ class RequestRecord:
         if not self.prompt_tokens and delta.prompt_tokens:
             # The engine knows the cache hits once the prompt is read, by the first delta.
             self.prompt_tokens = new_prompt = delta.prompt_tokens
-            cached = delta.cached_tokens
+            self.cached_tokens = cached = delta.cached_tokens
         new_tokens = delta.completion_tokens - self.completion_tokens.get(delta.index, 0)
         if new_tokens > 0:
             self.completion_tokens[delta.index] = delta.completion_tokens
@@ -210,11 +225,7 @@ def count_tokens(
         generation.inc(completion_tokens)
     if price is not None and (prompt_tokens or completion_tokens):
         fresh = prompt_tokens - cached_tokens
-        cost.inc(
-            _per_m(fresh, price.usd_per_m_input_tokens)
-            + _per_m(cached_tokens, _or_input(price.usd_per_m_cached_input_tokens, price.usd_per_m_input_tokens))
-            + _per_m(completion_tokens, price.usd_per_m_output_tokens)
-        )
+        cost.inc(cost_usd(price, prompt_tokens, completion_tokens, cached_tokens))
         neurons.inc(
             _per_m(fresh, price.neurons_per_m_input_tokens)
             + _per_m(
@@ -222,6 +233,15 @@ def count_tokens(
             )
             + _per_m(completion_tokens, price.neurons_per_m_output_tokens)
         )
+
+
+def cost_usd(price: Pricing, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
+    """US dollars at the hosted prices; cached prompt tokens at their own price where one is given."""
+    return (
+        _per_m(prompt_tokens - cached_tokens, price.usd_per_m_input_tokens)
+        + _per_m(cached_tokens, _or_input(price.usd_per_m_cached_input_tokens, price.usd_per_m_input_tokens))
+        + _per_m(completion_tokens, price.usd_per_m_output_tokens)
+    )
 
 
 def _per_m(tokens: int, per_million: float) -> float:

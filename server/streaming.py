@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import string
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -79,6 +80,23 @@ def padding_for(config: StreamingConfig) -> Padding:
     if found is None:
         found = _paddings[config.padding_max_chars] = Padding(config.padding_max_chars)
     return found
+
+
+# A token event's padding: the last field of its object, just before the blank line that ends the event.
+# In valid JSON this can only be the event's own `p` field: inside a string every quote is escaped, and
+# the text of an SSE event never holds a bare newline.
+_PADDED_ENDING = re.compile(rb',"p":"[A-Za-z0-9]*"\}\n\n')
+
+
+def repadded(stream: bytes, config: StreamingConfig) -> bytes:
+    """A kept event stream replayed with fresh padding on each token event, so that a stream served from
+    the AI Gateway's cache reveals no more about its tokens than the first one did. Events without a
+    `p` field (OpenAI's chunks, `[DONE]`, the usage event) come back unchanged; so does every event
+    with `streaming.padding` off."""
+    if not config.padding:
+        return stream
+    pad = padding_for(config)
+    return _PADDED_ENDING.sub(lambda _: pad.ending(), stream)
 
 
 async def workers_ai_events(deltas: AsyncIterator[TextDelta], config: StreamingConfig) -> AsyncIterator[bytes]:

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from server import errors
-from server.protocol import anthropic_answers, binding, openai_answers, workers_ai
+from server.protocol import anthropic_answers, binding, gateway, openai_answers, workers_ai
 
 log = logging.getLogger("wai.errors")
 
@@ -35,12 +35,17 @@ ANTHROPIC_PATH = re.compile(r"^/(v1|client/v4/accounts/[^/]*/ai/v1)/messages(/co
 RESPONSES_PATH = re.compile(r"^/(v1|client/v4/accounts/[^/]*/ai/v1)/responses(/[^/]*)?$")
 
 
-# The Workers binding's paths (api/binding.py): the runtime's own, and wrangler's remote form.
-BINDING_PATH = re.compile(r"^/(run|ai-gateway/run|ai-api/.*|client/v4/accounts/[^/]*/ai/run/proxy)$")
+# The Workers binding's paths (api/binding.py): the runtime's own, and wrangler's remote form. Its
+# `/ai-gateway/gateways/...` calls (getUrl, getLog, patchLog) read Cloudflare's `errors[0].message`.
+BINDING_PATH = re.compile(r"^/(run|ai-gateway/(?!gateways/).+|ai-api/.*|client/v4/accounts/[^/]*/ai/run/proxy)$")
+
+
+# The AI Gateway's run route (api/gateway_urls.py): below /v1, in Workers AI's format.
+GATEWAY_RUN_PATH = re.compile(r"^/v1/[^/]+/[^/]+/workers-ai/(?!v1/)")
 
 
 def is_openai_path(path: str) -> bool:
-    return OPENAI_PATH.match(path) is not None
+    return OPENAI_PATH.match(path) is not None and GATEWAY_RUN_PATH.match(path) is None
 
 
 def is_anthropic_path(path: str) -> bool:
@@ -55,8 +60,13 @@ def is_binding_path(path: str) -> bool:
     return BINDING_PATH.match(path) is not None
 
 
-def wire_body(path: str, error: errors.WaiError) -> tuple[int, dict]:
-    """The status and JSON body of `error` in the protocol of the route at `path`."""
+def wire_body(path: str, error: errors.WaiError, workers_ai_format: bool = False) -> tuple[int, dict]:
+    """The status and JSON body of `error` in the protocol of the route at `path` (or in Workers AI's,
+    for a route that says so: the universal endpoint); the AI Gateway's own refusals in its shape."""
+    if error.from_gateway:
+        return error.status, gateway.failure(error)
+    if workers_ai_format:
+        return error.status, workers_ai.failure(error)
     if is_anthropic_path(path):  # Anthropic's statuses agree with OpenAI's (404 for an unknown model)
         status = openai_answers.error_status(error)
         return status, anthropic_answers.error_body(error, status)
@@ -71,7 +81,7 @@ def render(request: Request, error: errors.WaiError) -> JSONResponse:
     record = getattr(request.state, "record", None)  # api/middleware.py; none on /metrics and probes
     if record is not None:
         record.fail(error)
-    status, body = wire_body(request.url.path, error)
+    status, body = wire_body(request.url.path, error, getattr(request.state, "speaks_workers_ai", False))
     headers = error.headers
     if record is not None and is_binding_path(request.url.path):
         headers = {**headers, "cf-ai-req-id": record.request_id}  # the runtime keeps it as `env.AI.lastRequestId`

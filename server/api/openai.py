@@ -7,15 +7,17 @@ the answers. `model` names a served model, or a fine-tune: its base model with t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 
 from server import errors
 from server.api import openapi
 from server.api.common import accepting_requests, catalog_entries, read_json_body
+from server.api.gateway import GatewayCall, answer_via_header
 from server.api.middleware import request_record
 from server.api.pipeline import resolve, run_embeddings, run_text
 from server.auth import require_api_key
@@ -68,7 +70,12 @@ async def run_openai_text(
     openapi_extra=openapi.model_body(openai.ChatCompletionRequest, "A chat completion request.", streams=True),
 )
 async def chat_completions(request: Request):
-    chat = openai.parse(openai.ChatCompletionRequest, await read_json_body(request))
+    body = await read_json_body(request)
+    return await answer_via_header(request, openai_call(request, "chat/completions", body))
+
+
+async def chat_completion(request: Request, body: Any) -> Response:
+    chat = openai.parse(openai.ChatCompletionRequest, body)
     return await run_openai_text(request, chat, openai.text_request(chat), openai_answers.ChatAnswer, "chatcmpl")
 
 
@@ -77,14 +84,24 @@ async def chat_completions(request: Request):
     openapi_extra=openapi.model_body(openai.CompletionRequest, "A legacy completion request.", streams=True),
 )
 async def completions(request: Request):
-    completion = openai.parse(openai.CompletionRequest, await read_json_body(request))
+    body = await read_json_body(request)
+    return await answer_via_header(request, openai_call(request, "completions", body))
+
+
+async def completion(request: Request, body: Any) -> Response:
+    completion = openai.parse(openai.CompletionRequest, body)
     text = openai.completion_text_request(completion)
     return await run_openai_text(request, completion, text, openai_answers.CompletionAnswer, "cmpl")
 
 
 @api.post("/embeddings", openapi_extra=openapi.model_body(openai.EmbeddingsRequest, "An embeddings request."))
 async def embeddings(request: Request):
-    embed = openai.parse(openai.EmbeddingsRequest, await read_json_body(request))
+    body = await read_json_body(request)
+    return await answer_via_header(request, openai_call(request, "embeddings", body))
+
+
+async def embedding(request: Request, body: Any) -> Response:
+    embed = openai.parse(openai.EmbeddingsRequest, body)
     route = await resolve(request, embed.model, task="text-embeddings")
 
     def answer(result: Embeddings) -> dict[str, Any]:
@@ -94,6 +111,26 @@ async def embeddings(request: Request):
         return openai_answers.embedding_list(result.vectors, embed.encoding_format, embed.model, result.prompt_tokens)
 
     return await run_embeddings(request, route, openai.embedding_request(embed), answer)
+
+
+# The OpenAI routes by their path below /v1, for the gateway's URLs (api/gateway_urls.py).
+ROUTES: dict[str, Callable[[Request, Any], Awaitable[Response]]] = {
+    "chat/completions": chat_completion,
+    "completions": completion,
+    "embeddings": embedding,
+}
+
+
+def openai_call(request: Request, path: str, body: Any, route: str | None = None) -> GatewayCall:
+    """The OpenAI route at `path` as a gateway's call, its model the body's."""
+    model = body.get("model") if isinstance(body, dict) else None
+    return GatewayCall(
+        route=route or f"workers-ai/v1/{path}",
+        request_type="openai",
+        model=model if isinstance(model, str) else "",
+        body=body,
+        run=lambda: ROUTES[path](request, body),
+    )
 
 
 @api.get("/models")

@@ -48,12 +48,28 @@ WORKERS_AI_ERROR: Schema = {
             "minItems": 1,
             "items": {
                 "type": "object",
-                "properties": {"code": {"type": "integer"}, "message": {"type": "string"}},
+                "properties": {
+                    "code": {"type": "integer"},
+                    "message": {"type": "string"},
+                    "path": {
+                        "type": "array",
+                        "items": {"type": ["string", "integer"]},
+                        "description": "The gateways API's validation errors: where the field that failed was sent.",
+                    },
+                },
                 "required": ["code", "message"],
                 "additionalProperties": False,
             },
         },
-        "messages": {"type": "array", "maxItems": 0},
+        "messages": {
+            "type": "array",
+            "description": "Empty, but for a gateways API validation error: what is wrong with the field.",
+            "items": {
+                "type": "object",
+                "properties": {"code": {"type": "integer"}, "message": {"type": "string"}},
+                "required": ["code", "message"],
+            },
+        },
     },
     "required": ["result", "success", "errors", "messages"],
     "additionalProperties": False,

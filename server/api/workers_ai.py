@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from server.api import batch, openapi
 from server.api.common import accepting_requests, catalog_entries, read_json_body
+from server.api.gateway import GatewayCall, answer_via_header
 from server.api.pipeline import registry_of, resolve, run_embeddings, run_text
 from server.auth import require_api_key
 from server.config import StreamingConfig
@@ -60,7 +61,27 @@ async def run(account_id: str, model: str, request: Request):
     body = await read_json_body(request)
     if batch.is_batch_call(body, request.query_params):  # queueRequest: api/batch.py
         return await batch.queue_or_poll(request, route, body)
-    return await run_inputs(request, route, body)
+    return await answer_via_header(request, run_call(request, model, body))
+
+
+@router.post(
+    "/run", openapi_extra=openapi.one_of_bodies({"RunRequest": workers_ai.MODEL_AND_INPUT}, "The model and its input.")
+)
+async def run_named_in_body(account_id: str, request: Request):
+    """The newer REST form: `{"model": ..., "input": {...}}`, otherwise the run endpoint."""
+    model, inputs = workers_ai.model_and_input(await read_json_body(request))
+    return await answer_via_header(request, run_call(request, model, inputs))
+
+
+def run_call(
+    request: Request, model: str, body: Any, request_type: str = "workers-ai", enveloped: bool = True
+) -> GatewayCall:
+    """The run endpoint's work on `model` as a gateway's call (api/gateway.py)."""
+
+    async def run() -> Response:
+        return await run_inputs(request, await resolve(request, model), body, enveloped)
+
+    return GatewayCall(route=f"workers-ai/{model}", request_type=request_type, model=model, body=body, run=run)
 
 
 async def run_inputs(request: Request, route: Route, body: Any, enveloped: bool = True) -> Response:

@@ -266,8 +266,34 @@ def success(result: Any) -> dict[str, Any]:
     return {"result": result, "success": True, "errors": [], "messages": []}
 
 
+MODEL_AND_INPUT = {
+    "title": "RunRequest",
+    "type": "object",
+    "properties": {
+        "model": {"type": "string", "minLength": 1, "description": "The model's name, as in /ai/run/{model}."},
+        "input": {"type": "object", "description": "The model's input, as the run endpoint's body."},
+    },
+    "required": ["model", "input"],
+}
+
+
+def model_and_input(body: Any) -> tuple[str, dict[str, Any]]:
+    """The newer REST form's body, `{"model": ..., "input": {...}}`: the model and its run body."""
+    problems = validate(body, MODEL_AND_INPUT)
+    if problems:
+        raise errors.bad_input(", ".join(problems))
+    return body["model"], body["input"]
+
+
 def failure(error: errors.WaiError) -> dict[str, Any]:
-    return {"result": {}, "success": False, "errors": [{"code": error.code, "message": error.message}], "messages": []}
+    entry: dict[str, Any] = {"code": error.code, "message": error.message}
+    messages = []
+    if error.where is not None:
+        # The gateways API's validation errors: Cloudflare's fixed message with the field's path, and
+        # what is wrong with the field (the message the /v1 routes answer) as a note beside it.
+        entry["path"] = list(error.where)
+        messages.append({"code": error.code, "message": error.openai_message or error.message})
+    return {"result": {}, "success": False, "errors": [entry], "messages": messages}
 
 
 def run_usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:

@@ -87,7 +87,7 @@ def test_account_id_is_declared_on_every_account_operation(document):
 
 def test_every_post_describes_its_body(document):
     posts = [(path, operation) for path, method, operation in operations(document) if method == "post"]
-    assert len(posts) == 15
+    assert len(posts) == 17
     for path, operation in posts:
         body = operation.get("requestBody")
         assert body and body["required"] is True and body["content"], path

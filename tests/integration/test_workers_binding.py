@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from tests.support.servers import running_command
 WORKERS = ROOT / "tests" / "workers"
 WORKERD = WORKERS / "node_modules" / ".bin" / "workerd"
 EMBEDDING_MODEL = "@cf/sentence-transformers/all-minilm-l6-v2"
+ACCOUNT = "test-account"
 KEY_LINE = 'value = "Bearer YOUR_WAI_API_KEY"'
 
 
@@ -130,6 +132,41 @@ def test_other_errors_reach_the_worker_with_their_codes(worker):
     too_long = ai_run(worker, {"prompt": "Hi", "max_tokens": 7968})
     assert too_long["error"]["message"].startswith("5021: The estimated number of input and maximum output tokens")
     assert too_long["lastRequestHttpStatusCode"] == 413
+
+
+def test_the_gateway_option_caches_logs_and_the_worker_reads_and_patches_its_log(worker, server):
+    gateway_id = f"binding-{uuid.uuid4().hex[:8]}"
+    with server.client() as client:
+        made = client.post(f"/client/v4/accounts/{ACCOUNT}/ai-gateway/gateways", json=gateway_body(gateway_id))
+        assert made.status_code == 200, made.text
+    inputs = {"prompt": f"Name a colour. {gateway_id}", "max_tokens": 6}
+    options = {"gateway": {"id": gateway_id, "cacheTtl": 300, "metadata": {"team": "binding"}}}
+    first, again = ai_run(worker, inputs, options), ai_run(worker, inputs, options)
+    assert first["result"]["response"] and again["result"] == first["result"], (first, again)
+    assert first["aiGatewayLogId"] and again["aiGatewayLogId"] != first["aiGatewayLogId"]
+
+    read = httpx.post(
+        worker, json={"gatewayLog": {"gateway": gateway_id, "logId": first["aiGatewayLogId"]}}, timeout=60
+    )
+    log = read.json()["log"]
+    assert (log["id"], log["model"], log["cached"], log["success"]) == (first["aiGatewayLogId"], STAND_IN, False, True)
+    assert log["tokens_out"] == first["result"]["usage"]["completion_tokens"]
+    patch = {"gateway": gateway_id, "logId": again["aiGatewayLogId"], "patch": {"feedback": 1, "score": 90}}
+    patched = httpx.post(worker, json={"gatewayLog": patch}, timeout=60).json()["log"]
+    assert patched["cached"] is True and patched["feedback"] == 1 and patched["score"] == 90
+    missing = httpx.post(worker, json={"gatewayLog": {"gateway": gateway_id, "logId": "01NOSUCHLOG"}}, timeout=60)
+    assert missing.json()["error"]["name"] == "AiGatewayLogNotFound"
+
+
+def gateway_body(gateway_id: str) -> dict[str, Any]:
+    return {
+        "id": gateway_id,
+        "cache_ttl": 0,
+        "cache_invalidate_on_update": False,
+        "collect_logs": True,
+        "rate_limiting_interval": 0,
+        "rate_limiting_limit": 0,
+    }
 
 
 def test_without_the_key_the_binding_is_refused(server):

@@ -62,8 +62,18 @@ def test_messages_and_run_options_reach_the_engine(client, engine):
 
 def test_options_the_runtime_adds_are_accepted(client):
     # `gateway` sends the call to /ai-gateway/run; `returnRawResponse` only changes what the runtime returns.
-    options = {"gateway": {"id": "my-gateway"}, "returnRawResponse": True}
-    assert bare(call(client, {"prompt": "Hi"}, options, path="/ai-gateway/run?version=3"))["response"] == ANSWER
+    options = {"gateway": {"id": "default"}, "returnRawResponse": True}
+    answer = call(client, {"prompt": "Hi"}, options, path="/ai-gateway/run?version=3")
+    assert bare(answer)["response"] == ANSWER
+    assert answer.headers["cf-aig-log-id"], "through the gateway: the runtime keeps the log id"
+
+
+def test_a_gateway_that_does_not_exist_is_the_runtimes_error(client, engine):
+    options = {"gateway": {"id": "no-such-gateway"}}
+    answer = call(client, {"prompt": "Hi"}, options, path="/ai-gateway/run?version=3")
+    assert answer.status_code == 404
+    assert (answer.json()["internalCode"], answer.json()["name"]) == (7002, "InferenceUpstreamError")
+    assert engine.requests == []
 
 
 def test_json_mode_gives_the_parsed_object(client, engine):

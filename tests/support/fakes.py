@@ -96,6 +96,7 @@ class Failure:
     error: type[Exception]
     message: str = "scripted failure"
     at_step: int = 0
+    times: int | None = None  # the next this many requests fail, the later ones succeed; None: every one
 
 
 class FakeEngine:
@@ -130,12 +131,19 @@ class FakeEngine:
             raise EngineUnavailable(self.model.name)
         return await asyncio.to_thread(work, self.tokenizer, *args)
 
-    def fail(self, error: type[Exception], message: str = "scripted failure", at_step: int = 0) -> None:
-        self.failure = Failure(error, message, at_step)
+    def fail(
+        self, error: type[Exception], message: str = "scripted failure", at_step: int = 0, times: int | None = None
+    ) -> None:
+        self.failure = Failure(error, message, at_step, times)
 
     def _raise_if_failing_at(self, step: int) -> None:
-        if self.failure is not None and self.failure.at_step == step:
-            raise self.failure.error(self.failure.message)
+        failure = self.failure
+        if failure is not None and failure.at_step == step:
+            if failure.times is not None:
+                failure.times -= 1
+                if failure.times == 0:
+                    self.failure = None
+            raise failure.error(failure.message)
 
     def reset(self) -> None:
         self.state = EngineState.READY

@@ -11,7 +11,7 @@ from server import errors
 from server.protocol import openai_answers
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-PLACEHOLDERS = {str: "x", int: 1}
+PLACEHOLDERS: dict[object, object] = {str: "x", int: 1, tuple[str | int, ...]: ("body",)}
 
 
 def made_errors() -> list[tuple[str, errors.WaiError]]:
@@ -68,6 +68,13 @@ NOT_ON_OPENAI_PATHS = {
     "batch_too_large",
     "batch_not_found",
     "batch_jobs_full",
+    # The gateways and logs APIs live under /client/v4 only; a gateway's own refusals (its rate limit,
+    # its authorization) answer in its AiGatewayError shape on every path (protocol/gateway.py).
+    "gateway_input_invalid",
+    "gateway_exists",
+    "gateway_read_only",
+    "gateway_rate_limited",
+    "gateway_unauthorized",
 }
 
 
