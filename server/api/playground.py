@@ -1,4 +1,7 @@
-"""The browser playground: one static page, shipped in the package, that uses only public endpoints."""
+"""The browser playground: static pages, shipped in the package, that use only public endpoints.
+
+The chat is at /playground, a gateway's logs at /playground/logs; both take the same key.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ HOME = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <body style="font-family: system-ui, sans-serif; margin: 2em">
 <h1>wai</h1><p>Workers AI and OpenAI APIs on vLLM.</p>
 <ul><li><a href="/playground">Playground</a>: talk to the models in the browser</li>
+<li><a href="/playground/logs">Gateway logs</a>: the requests made through an AI Gateway, with their cost</li>
 <li><a href="/docs">API reference</a></li><li><a href="/readyz">Readiness</a></li></ul></body></html>"""
 
 
@@ -33,7 +37,16 @@ async def home() -> HTMLResponse:
 
 @router.get("/playground", include_in_schema=False)
 async def playground() -> FileResponse:
-    return FileResponse(ASSETS / "index.html", media_type="text/html", headers=SECURITY_HEADERS)
+    return page("index.html")
+
+
+@router.get("/playground/logs", include_in_schema=False)
+async def playground_logs() -> FileResponse:
+    return page("logs.html")
+
+
+def page(name: str) -> FileResponse:
+    return FileResponse(ASSETS / name, media_type="text/html", headers=SECURITY_HEADERS)
 
 
 def mount_assets(app) -> None:

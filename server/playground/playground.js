@@ -1,9 +1,6 @@
 // wai playground: a chat page that uses only wai's public endpoints, as any client would.
+// Loaded after client.js (the key, the API calls, errors).
 "use strict";
-
-const ACCOUNT = "playground";
-const KEY_STORAGE = "wai-playground-key";
-const $ = (id) => document.getElementById(id);
 
 const state = {
   models: [],          // catalog entries for text generation
@@ -11,56 +8,6 @@ const state = {
   controller: null,    // AbortController of the stream under way
   samplingFields: {},  // name -> JSON schema of the field, from the model's published input schema
 };
-
-function aiPath(path) { return `/client/v4/accounts/${ACCOUNT}/ai${path}`; }
-
-function authHeaders() {
-  const key = sessionStorage.getItem(KEY_STORAGE);
-  return key ? { Authorization: `Bearer ${key}` } : {};
-}
-
-function askForKey() {
-  return new Promise((resolve) => {
-    const dialog = $("key-dialog");
-    dialog.addEventListener("close", () => {
-      const key = $("key").value.trim();
-      if (key) sessionStorage.setItem(KEY_STORAGE, key);
-      resolve(Boolean(key));
-    }, { once: true });
-    dialog.showModal();
-    $("key").focus();
-  });
-}
-
-// fetch with the session's key; on 401 ask for a key once and try again.
-async function call(path, init = {}) {
-  const send = () => fetch(path, { ...init, headers: { ...(init.headers || {}), ...authHeaders() } });
-  let response = await send();
-  if (response.status === 401 && await askForKey()) response = await send();
-  return response;
-}
-
-async function getResult(path) {
-  const response = await call(path);
-  const body = await response.json();
-  if (!response.ok || body.success === false) throw serverError(body, response.status);
-  return body.result;
-}
-
-function serverError(body, status) {
-  const first = (body && body.errors && body.errors[0]) || {};
-  const error = new Error(first.message || `HTTP ${status}`);
-  error.code = first.code;
-  return error;
-}
-
-function showError(error) {
-  const box = $("error");
-  box.textContent = error.code ? `Error ${error.code}: ${error.message}` : `Error: ${error.message}`;
-  box.hidden = false;
-}
-
-function clearError() { $("error").hidden = true; $("error").textContent = ""; }
 
 function property(model, id) {
   const found = (model.properties || []).find((p) => p.property_id === id);
