@@ -101,7 +101,9 @@ def error_problems(path: str, status: int, content_type: str, body: bytes) -> li
 
 
 def workers_ai_problems(body: Any) -> list[str]:
-    """{"result": {}, "success": false, "errors": [{"code": int, "message": str}, ...], "messages": []}"""
+    """{"result": {}, "success": false, "errors": [{"code": int, "message": str}, ...], "messages": []};
+    the gateways and logs APIs' validation errors add the field's `path` to the error and say what is
+    wrong with it in `messages` ({"code", "message"} entries, as Cloudflare's v4 envelope has them)."""
     if not isinstance(body, dict) or set(body) != {"result", "success", "errors", "messages"}:
         return ["not Workers AI's envelope (result, success, errors, messages)"]
     problems = []
@@ -109,19 +111,26 @@ def workers_ai_problems(body: Any) -> list[str]:
         problems.append("result is not {}")
     if body["success"] is not False:
         problems.append("success is not false")
-    if body["messages"] != []:
+    located = any(isinstance(error, dict) and "path" in error for error in body["errors"] or [])
+    if body["messages"] != [] and not (located and all(_code_and_message(m) for m in body["messages"])):
         problems.append("messages is not []")
     errors = body["errors"]
     if not isinstance(errors, list) or not errors:
         return [*problems, "errors is not a non-empty list"]
     for error in errors:
-        if not isinstance(error, dict) or set(error) != {"code", "message"}:
+        if not isinstance(error, dict) or set(error) - {"path"} != {"code", "message"}:
             problems.append(f"an error is not {{code, message}}: {error!r}")
+        elif "path" in error and not (isinstance(error["path"], list) and error["path"]):
+            problems.append(f"an error's path is not a non-empty list: {error['path']!r}")
         elif not (isinstance(error["code"], int) and not isinstance(error["code"], bool)):
             problems.append(f"an error code is not an integer: {error['code']!r}")
         elif not isinstance(error["message"], str) or not error["message"]:
             problems.append(f"an error message is not a non-empty string: {error['message']!r}")
     return problems
+
+
+def _code_and_message(entry: Any) -> bool:
+    return isinstance(entry, dict) and set(entry) == {"code", "message"} and isinstance(entry["message"], str)
 
 
 def openai_problems(body: Any) -> list[str]:
