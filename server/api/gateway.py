@@ -32,6 +32,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from server import errors, metrics
 from server.api.middleware import request_record
+from server.api.pipeline import registry_of
 from server.auth import presented_key
 from server.protocol import gateway as wire
 from server.records import RequestRecord
@@ -170,6 +171,7 @@ async def to_first_byte(call: GatewayCall) -> Response:
 
 async def replay(request: Request, visit: Visit, call: GatewayCall, hit: CachedAnswer) -> Response:
     """A cached answer, as it was first sent: a stream as a stream (with new padding), whole as whole."""
+    count_under_its_model(request, call)
     headers = {**hit.headers, **answer_headers(visit, cached=True)}
     await keep_log(request, visit, call, hit.status, cached=True, body=hit.body, media_type=hit.media_type)
     if hit.streamed:
@@ -181,6 +183,16 @@ async def replay(request: Request, visit: Visit, call: GatewayCall, hit: CachedA
             headers={**headers, "cache-control": "no-cache"},
         )
     return Response(hit.body, status_code=hit.status, media_type=hit.media_type, headers=headers)
+
+
+def count_under_its_model(request: Request, call: GatewayCall) -> None:
+    """A hit runs nothing, yet counts in the metrics and the log line under the model it names; a
+    fine-tune's name (which only the engine's route resolves) counts under none."""
+    try:
+        route = registry_of(request).route(call.model)
+    except errors.WaiError:
+        return
+    request_record(request).serve(route.service.model)
 
 
 async def teed(

@@ -120,6 +120,7 @@ def test_hits_and_misses_are_counted(client, gateway):
     assert counted.value("wai_gateway_cache_lookups_total", gateway=gw, outcome="hit") == 1
     assert counted.value("wai_gateway_cache_lookups_total", gateway=gw, outcome="miss") == 1
     assert counted.value("wai_gateway_cache_served_bytes_total", gateway=gw) > 0
+    assert counted.value("wai_requests_total", model=TEXT_MODEL, status="200") == 2, "a hit counts under its model"
 
 
 # --- retries, timeouts, fallbacks -------------------------------------------------------------
