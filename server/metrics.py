@@ -193,6 +193,9 @@ GATEWAY_CACHE_BYTES = Gauge(
 GATEWAY_LIMITS_UNSHARED = Counter(
     "wai_gateway_limits_unshared",
     "Requests through a rate-limited AI Gateway counted in this replica alone while Redis was unreachable.",
+    # Labelled, as every counter here: a counter without labels is written at import, by every process
+    # (a front-end supervisor too), into the multiprocess folder.
+    ("gateway",),
 )
 GATEWAY_RETRIES = Counter(
     "wai_gateway_retries",

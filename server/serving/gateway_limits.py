@@ -172,7 +172,7 @@ class SharedGatewayLimits:
         if not self.redis_lost:
             self.redis_lost = True
             log.warning("Redis is unreachable: gateways' rate limits are held by this replica alone until it answers")
-        metrics.GATEWAY_LIMITS_UNSHARED.inc()
+        metrics.GATEWAY_LIMITS_UNSHARED.labels(gateway.id).inc()
         return self.alone.take_here(gateway)
 
     async def _run_take(self, window: Window) -> int:
