@@ -116,13 +116,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         session_server(session.config).launch()
     folders = session.config._tmp_path_factory
     servers = dict.fromkeys(found for item in mine for found in needs(item))
-    starts = [functools.partial(server.launch, folders) for server in servers if server is not CLUSTER]
     if CLUSTER in servers:  # the cluster first, alone; the others once its test stopped it
         after_early_commands(functools.partial(CLUSTER.launch, folders))
-        CLUSTER.after_stop(starts)
+        # One at a time, each ready before the next starts: the first a test needs (the two-front-end
+        # server's module comes early) starts on its own instead of sharing the cores with all of them.
+        CLUSTER.after_stop([functools.partial(server.ready, folders) for server in servers if server is not CLUSTER])
         return
-    for start in starts:
-        after_early_commands(start)
+    for server in servers:
+        after_early_commands(functools.partial(server.launch, folders))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -105,7 +105,7 @@ def test_an_interactive_request_overtakes_a_queue_of_low_priority_ones(small_ser
             long = asyncio.create_task(stream(300, long_started))  # holds the other one
             await asyncio.wait_for(asyncio.gather(short_started.wait(), long_started.wait()), 120)
             queued = [
-                asyncio.create_task(client.post(small_server.run_url(), json={**LONG, "max_tokens": 300}, headers=low))
+                asyncio.create_task(client.post(small_server.run_url(), json={**LONG, "max_tokens": 40}, headers=low))
                 for _ in range(2)
             ]
             await asyncio.sleep(1)

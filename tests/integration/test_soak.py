@@ -1,7 +1,7 @@
-"""A one-minute soak of the session server: 4 streams in flight, a fifth of them left mid-answer by
+"""A 40-second soak of the session server: 4 streams in flight, a fifth of them left mid-answer by
 their client, then the three verdicts of `wai loadtest --soak` (no errors but the cancellations, the
 engine's running and waiting counts back to 0, the server's memory, engine core included, grown
-less than 10 % after a 20 s warm-up), checked against the server's own counters. The 30-minute run
+less than 10 % after a 12 s warm-up), checked against the server's own counters. The 30-minute run
 is `make soak` (docs/reliability.md, "Soak")."""
 
 import json
@@ -16,12 +16,12 @@ from tests.support.repo import ARTIFACTS, REAL_MODEL, ROOT
 from tests.support.servers import RunningServer
 from tests.support.waiting import wait_for
 
-DURATION_S = 60
-RSS_WARMUP_S = 20
+DURATION_S = 40
+RSS_WARMUP_S = 12
 WARMUP_REQUESTS = 2
 
 
-def test_a_one_minute_soak_with_cancellations_passes_its_verdicts(server: RunningServer):
+def test_a_short_soak_with_cancellations_passes_its_verdicts(server: RunningServer):
     out = ARTIFACTS / "soak"  # kept after the run: report.md says what failed, and why
     shutil.rmtree(out, ignore_errors=True)  # never read an earlier run's report
     wait_for(lambda: scrape(server).value("wai_requests_in_flight") == 0, "earlier requests to finish")
@@ -83,7 +83,7 @@ def test_a_one_minute_soak_with_cancellations_passes_its_verdicts(server: Runnin
     assert memory["pid"] == server.process.pid and memory["end"]["processes"] >= 2
     assert memory["baseline"]["rss_mib"] > 500 and memory["baseline"]["t_s"] >= RSS_WARMUP_S
     assert memory["end"]["t_s"] >= DURATION_S and abs(memory["growth_pct"]) < 10
-    assert len(memory["samples"]) >= 15  # one every 2 s after the warm-up: about 20
+    assert len(memory["samples"]) >= 10  # one every 2 s after the warm-up: about 14
 
     # The server saw the same run: every request counted once, the cancelled streams as clients that
     # left after their 200 (3008), save those whose last events were already sent when the client left.

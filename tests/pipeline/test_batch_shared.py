@@ -31,7 +31,7 @@ DONE_ONCE = ("done", 1, 0, 1)  # state, attempts, orphaned, completions: run onc
 
 def shared_settings(root: Path, database_url: str, **overrides: Any) -> Settings:
     """A replica on the fakes: one item at a time, short leases, and a store that counts as down after 1 s."""
-    cluster = {"lease_s": LEASE_S, "store_timeout_s": 0.5}
+    cluster = {"lease_s": LEASE_S, "store_timeout_s": 1}
     return fake_settings(root, database_url=database_url, cluster=cluster, batch={"concurrency": 1}, **overrides)
 
 
