@@ -313,7 +313,7 @@ def gateway_log(
         status_code=status,
         success=status < 400 and error is None,
         cached=cached,
-        duration_ms=round((time.time() - visit.started) * 1000),
+        duration_ms=_ms_since(record, time.monotonic()) or 0,  # from the request's arrival, as its TTFT
         ttft_ms=_ms_since(record, record.first_token_at) if engine_ran else None,
         error_code=error.code if error is not None else None,
         model_type=task_of(request, record.model),
