@@ -49,9 +49,7 @@ ADAPTER_CONFIG = {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules"
 
 def replica_settings(root: Path, database_url: str) -> Settings:
     """The fake settings with LoRA on the text model, sharing fine-tunes through `database_url`."""
-    settings = fake_settings(
-        root, database_url=database_url, cluster={"finetune_sync_s": SYNC_S, "store_timeout_s": 0.5}
-    )
+    settings = fake_settings(root, database_url=database_url, cluster={"finetune_sync_s": SYNC_S, "store_timeout_s": 1})
     (root / "weights" / "config.json").write_text(json.dumps(BASE_CONFIG))
     text = settings.models[0]
     settings.models[0] = text.model_copy(update={"lora": text.lora.model_copy(update={"enabled": True})})

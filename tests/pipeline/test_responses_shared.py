@@ -21,7 +21,7 @@ RESPONSES = "/v1/responses"
 
 
 def shared_settings(root: Path, database_url: str) -> Settings:
-    return fake_settings(root, database_url=database_url, cluster={"store_timeout_s": 0.5})
+    return fake_settings(root, database_url=database_url, cluster={"store_timeout_s": 1})
 
 
 def create(client: httpx.Client, **body: Any) -> httpx.Response:
