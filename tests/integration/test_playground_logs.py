@@ -5,35 +5,18 @@ same numbers as the logs API's own, no key on the page, and the controls in view
 from __future__ import annotations
 
 import json
-import uuid
 
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
 from tests.integration.browser import chromium, open_playground
+from tests.support.ai_gateways import ACCOUNT, gateways_path, new_gateway
 from tests.support.repo import ARTIFACTS
 
-ACCOUNT = "test-account"
-GATEWAYS = f"/client/v4/accounts/{ACCOUNT}/ai-gateway/gateways"
+GATEWAYS = gateways_path()
 METADATA = {"team": "blue"}
 BUSY_LOGS = 30  # more than a page of 20, more rows than the table shows at once
-
-
-def new_gateway(client: httpx.Client, prefix: str) -> str:
-    gateway_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    body = {
-        "id": gateway_id,
-        "cache_ttl": 0,
-        "cache_invalidate_on_update": False,
-        "collect_logs": True,
-        "rate_limiting_interval": 0,
-        "rate_limiting_limit": 0,
-        "rate_limiting_technique": "fixed",
-    }
-    answer = client.post(GATEWAYS, json=body)
-    assert answer.status_code == 200, answer.text
-    return gateway_id
 
 
 def through(client: httpx.Client, server, gateway_id: str, body: dict, **headers: str) -> httpx.Response:

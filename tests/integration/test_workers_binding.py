@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +15,7 @@ import httpx
 import jsonschema
 import pytest
 
+from tests.support.ai_gateways import new_gateway
 from tests.support.ports import free_port
 from tests.support.repo import ROOT, STAND_IN
 from tests.support.servers import running_command
@@ -23,7 +23,6 @@ from tests.support.servers import running_command
 WORKERS = ROOT / "tests" / "workers"
 WORKERD = WORKERS / "node_modules" / ".bin" / "workerd"
 EMBEDDING_MODEL = "@cf/sentence-transformers/all-minilm-l6-v2"
-ACCOUNT = "test-account"
 KEY_LINE = 'value = "Bearer YOUR_WAI_API_KEY"'
 
 
@@ -135,10 +134,8 @@ def test_other_errors_reach_the_worker_with_their_codes(worker):
 
 
 def test_the_gateway_option_caches_logs_and_the_worker_reads_and_patches_its_log(worker, server):
-    gateway_id = f"binding-{uuid.uuid4().hex[:8]}"
     with server.client() as client:
-        made = client.post(f"/client/v4/accounts/{ACCOUNT}/ai-gateway/gateways", json=gateway_body(gateway_id))
-        assert made.status_code == 200, made.text
+        gateway_id = new_gateway(client, "binding")
     inputs = {"prompt": f"Name a colour. {gateway_id}", "max_tokens": 6}
     options = {"gateway": {"id": gateway_id, "cacheTtl": 300, "metadata": {"team": "binding"}}}
     first, again = ai_run(worker, inputs, options), ai_run(worker, inputs, options)
@@ -156,17 +153,6 @@ def test_the_gateway_option_caches_logs_and_the_worker_reads_and_patches_its_log
     assert patched["cached"] is True and patched["feedback"] == 1 and patched["score"] == 90
     missing = httpx.post(worker, json={"gatewayLog": {"gateway": gateway_id, "logId": "01NOSUCHLOG"}}, timeout=60)
     assert missing.json()["error"]["name"] == "AiGatewayLogNotFound"
-
-
-def gateway_body(gateway_id: str) -> dict[str, Any]:
-    return {
-        "id": gateway_id,
-        "cache_ttl": 0,
-        "cache_invalidate_on_update": False,
-        "collect_logs": True,
-        "rate_limiting_interval": 0,
-        "rate_limiting_limit": 0,
-    }
 
 
 def test_without_the_key_the_binding_is_refused(server):

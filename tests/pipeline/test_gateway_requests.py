@@ -10,12 +10,13 @@ import uuid
 import pytest
 
 from server.engine.types import EngineRejected, EngineUnavailable
+from tests.support.ai_gateways import gateways_path, new_gateway
 from tests.support.fakes import TEXT_MODEL
 from tests.support.metrics import scrape
 from tests.support.sse import events
 
 ACCOUNT = "acct"
-GATEWAYS = f"/client/v4/accounts/{ACCOUNT}/ai-gateway/gateways"
+GATEWAYS = gateways_path(ACCOUNT)
 PADDING = re.compile(rb',"p":"[^"]*"')
 
 
@@ -29,25 +30,12 @@ def prompt(text: str | None = None, **fields) -> dict:
 
 @pytest.fixture
 def gateway(client):
-    """A fresh gateway of its own, so that no test sees another's cache, limit or logs."""
+    """Makes a fresh gateway of its own for the test (tests/support/ai_gateways.py), deleted after it."""
     made: list[str] = []
 
     def make(**settings) -> str:
-        gateway_id = f"g-{uuid.uuid4().hex[:12]}"
-        body = {
-            "id": gateway_id,
-            "cache_ttl": 0,
-            "cache_invalidate_on_update": False,
-            "collect_logs": True,
-            "rate_limiting_interval": 0,
-            "rate_limiting_limit": 0,
-            "rate_limiting_technique": "fixed",
-            **settings,
-        }
-        answer = client.post(GATEWAYS, json=body)
-        assert answer.status_code == 200, answer.text
-        made.append(gateway_id)
-        return gateway_id
+        made.append(new_gateway(client, account=ACCOUNT, **settings))
+        return made[-1]
 
     yield make
     for gateway_id in made:
