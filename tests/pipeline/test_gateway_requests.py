@@ -332,3 +332,14 @@ def test_a_payload_off_request_keeps_no_bodies_and_a_log_off_request_no_log(clie
     [entry] = logs_of(client, gw)
     assert client.get(f"{GATEWAYS}/{gw}/logs/{entry['id']}/request").status_code == 404
     assert client.get(f"{GATEWAYS}/{gw}/logs/{entry['id']}/response").status_code == 404
+
+
+def test_a_custom_cost_replaces_the_hosted_price_in_the_log(client, gateway):
+    gw = gateway()
+    headers = {"cf-aig-custom-cost": json.dumps({"per_token_in": 0.001, "per_token_out": 0.002})}
+    client.post(native(gw), json=prompt(), headers=headers)
+    client.post(native(gw), json=prompt(), headers={"cf-aig-custom-cost": json.dumps({"total_cost": 0.5})})
+    total, per_token = logs_of(client, gw)  # newest first
+    assert per_token["custom_cost"] is True and total["custom_cost"] is True
+    assert per_token["cost"] == pytest.approx(per_token["tokens_in"] * 0.001 + per_token["tokens_out"] * 0.002)
+    assert total["cost"] == 0.5
